@@ -1,0 +1,13 @@
+"""Capture and the journal: the in-database schema, triggers, and reading what happened."""
+
+from journal.connection import connect, mask_dsn
+from journal.errors import BadInput, Refused, RewindError
+from journal.reading import Action, Change, list_actions, row_history, show_action
+from journal.schema import InitResult, init
+from journal.selection import Selection
+from journal.timespec import parse_time
+from journal.tracking import Status, TrackedTable, resolve_table, status, track, tracked_ids, untrack
+
+__all__ = ["Action", "BadInput", "Change", "InitResult", "Refused", "RewindError", "Selection", "Status",
+           "TrackedTable", "connect", "init", "list_actions", "mask_dsn", "parse_time", "resolve_table",
+           "row_history", "show_action", "status", "track", "tracked_ids", "untrack"]

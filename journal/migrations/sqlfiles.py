@@ -1,0 +1,12 @@
+"""Migrations keep their SQL in journal/sql/*.sql; this runs one file on the migration's connection."""
+
+from importlib.resources import files
+
+from alembic import op
+
+
+def run_sql_file(name: str) -> None:
+    # Straight to psycopg with no parameters: no client-side placeholder parsing, so the SQL's
+    # own format() patterns (%I, %s) reach PostgreSQL untouched.
+    raw = op.get_bind().connection.driver_connection
+    raw.execute(files("journal").joinpath("sql", name).read_text())

@@ -1,0 +1,93 @@
+"""Installing and upgrading the rewind schema in a target database, through Alembic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from journal.connection import connect
+from journal.errors import BadInput
+
+_PRIVILEGES = """
+SELECT has_database_privilege(current_database(), 'CREATE') AS can_create,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_super,
+       current_user AS who,
+       current_database() AS db
+"""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    database: str
+    revision: str
+    upgraded_from: str | None
+    event_triggers: bool
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("journal").joinpath("migrations")))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: psycopg.Connection) -> str | None:
+    """The installed schema revision, or None when rewind was never installed here."""
+    row = conn.execute("SELECT to_regclass('rewind.alembic_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    got = conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone()
+    return got[0] if got else None
+
+
+def require_installed(conn: psycopg.Connection) -> None:
+    if current_revision(conn) is None:
+        raise BadInput("rewind is not installed in this database: run `rewind init` first")
+
+
+def init(dsn: str, *, event_triggers: bool = True) -> InitResult:
+    """Create or upgrade the rewind schema. Idempotent: at head it changes nothing.
+
+    Event triggers (DDL capture, tracking of new tables) need superuser; without it init
+    refuses and names what is missing, unless event_triggers=False is asked for explicitly.
+    """
+    with connect(dsn) as conn:
+        can_create, is_super, who, db = conn.execute(_PRIVILEGES).fetchone()  # type: ignore[misc]
+        before = current_revision(conn)
+        missing = []
+        if before is None and not can_create and not is_super:
+            missing.append(f"CREATE on database {db}")
+        if event_triggers and not is_super:
+            missing.append("superuser (event triggers that record DDL and track new tables; "
+                           "or pass --no-event-triggers)")
+        if missing:
+            raise BadInput(f"role {who} lacks: " + "; ".join(missing))
+
+    engine = create_engine("postgresql+psycopg://", creator=lambda: connect(dsn, autocommit=False),
+                           poolclass=NullPool)
+    try:
+        with engine.begin() as sa_conn:
+            sa_conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS rewind")
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = sa_conn
+            cfg.attributes["event_triggers"] = event_triggers
+            command.upgrade(cfg, "head")
+            revision = MigrationContext.configure(
+                sa_conn, opts={"version_table_schema": "rewind"}).get_current_revision()
+    finally:
+        engine.dispose()
+    return InitResult(database=db, revision=revision or "", upgraded_from=before,
+                      event_triggers=event_triggers)

@@ -1,0 +1,254 @@
+-- Capture functions. CREATE OR REPLACE so that a migration can re-apply this file.
+--
+-- Why statement-level triggers with transition tables: a bulk statement then costs one
+-- INSERT ... SELECT into the journal instead of one trigger call per row, and a one-row OLTP
+-- statement costs about the same as a row trigger.
+--
+-- Why no SET search_path on these SECURITY DEFINER functions: a function-level SET makes every
+-- call much dearer (it opens a GUC nesting level). Instead every relation is schema-qualified, and
+-- pg_temp is never searched for functions or operators, so a caller cannot shadow what they use.
+
+-- The transaction record is written by the first captured change of a transaction; later
+-- changes find its id in a transaction-local setting ("xid:id"). A savepoint rollback reverts
+-- both the setting and the row, so they cannot disagree.
+CREATE OR REPLACE FUNCTION rewind.begin_tx() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    x xid8 := pg_catalog.pg_current_xact_id();
+    s text := pg_catalog.current_setting('rewind.tx', true);
+    i bigint;
+BEGIN
+    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = x::text THEN
+        RETURN pg_catalog.split_part(s, ':', 2)::bigint;
+    END IF;
+    INSERT INTO rewind.tx (xid, actor, role, application, client_addr, pid, run, started_at)
+    VALUES (
+        x,
+        coalesce(nullif(pg_catalog.current_setting('rewind.actor', true), ''),
+                 nullif(pg_catalog.current_setting('application_name'), ''),
+                 session_user),
+        session_user,
+        nullif(pg_catalog.current_setting('application_name'), ''),
+        pg_catalog.inet_client_addr(),
+        pg_catalog.pg_backend_pid(),
+        nullif(pg_catalog.current_setting('rewind.run', true), ''),
+        pg_catalog.now())
+    RETURNING id INTO i;
+    PERFORM pg_catalog.set_config('rewind.tx', x::text || ':' || i::text, true);
+    RETURN i;
+END $$;
+
+-- The trigger functions inline the fast check of begin_tx: one plpgsql call less per statement.
+CREATE OR REPLACE FUNCTION rewind.capture_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    s text := pg_catalog.current_setting('rewind.tx', true);
+    t bigint;
+BEGIN
+    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
+        t := pg_catalog.split_part(s, ':', 2)::bigint;
+    ELSE
+        t := rewind.begin_tx();
+    END IF;
+    INSERT INTO rewind.change (tx, tbl, op, after)
+    SELECT t, TG_ARGV[0]::integer, 'I', pg_catalog.to_jsonb(n) FROM new_rows n;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION rewind.capture_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    s text := pg_catalog.current_setting('rewind.tx', true);
+    t bigint;
+BEGIN
+    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
+        t := pg_catalog.split_part(s, ':', 2)::bigint;
+    ELSE
+        t := rewind.begin_tx();
+    END IF;
+    INSERT INTO rewind.change (tx, tbl, op, before)
+    SELECT t, TG_ARGV[0]::integer, 'D', pg_catalog.to_jsonb(o) FROM old_rows o;
+    RETURN NULL;
+END $$;
+
+-- Old and new transition rows are appended pairwise by the executor, so their positions pair
+-- each before image with its after image even when the update changed the primary key.
+CREATE OR REPLACE FUNCTION rewind.capture_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    s text := pg_catalog.current_setting('rewind.tx', true);
+    t bigint;
+BEGIN
+    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
+        t := pg_catalog.split_part(s, ':', 2)::bigint;
+    ELSE
+        t := rewind.begin_tx();
+    END IF;
+    INSERT INTO rewind.change (tx, tbl, op, before, after)
+    SELECT t, TG_ARGV[0]::integer, 'U', a.j, b.j
+    FROM (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(o) AS j FROM old_rows o) a
+    JOIN (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(n) AS j FROM new_rows n) b
+      ON a.rn = b.rn;
+    RETURN NULL;
+END $$;
+
+-- TRUNCATE has no transition table: keep the rows before they go. ONLY, because every
+-- partition (or child) that is truncated fires its own trigger.
+CREATE OR REPLACE FUNCTION rewind.capture_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'INSERT INTO rewind.change (tx, tbl, op, before) SELECT $1, $2, ''T'', pg_catalog.to_jsonb(r) FROM ONLY %I.%I r',
+        TG_TABLE_SCHEMA, TG_TABLE_NAME)
+    USING rewind.begin_tx(), TG_ARGV[0]::integer;
+    RETURN NULL;
+END $$;
+
+-- The primary key columns of a table, in key order; empty when it has none.
+CREATE OR REPLACE FUNCTION rewind.key_columns(rel regclass) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(a.attname::text ORDER BY k.ord), '{}')
+    FROM pg_catalog.pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary
+$$;
+
+-- Attach the capture triggers to one relation, recording its changes under tracked id tbl.
+-- Partitions get the root's id, so a row's history does not depend on the path of the write.
+CREATE OR REPLACE FUNCTION rewind.attach(rel regclass, tbl integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    q text := pg_catalog.format('%s', rel);
+    part regclass;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_i') THEN
+        RETURN;
+    END IF;
+    EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_i AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_insert(%s)', q, tbl);
+    EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_u AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_update(%s)', q, tbl);
+    EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_d AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_delete(%s)', q, tbl);
+    EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_t BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_truncate(%s)', q, tbl);
+    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits
+                JOIN pg_catalog.pg_class c ON c.oid = inhrelid
+                WHERE inhparent = rel AND (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) = 'p'
+    LOOP
+        PERFORM rewind.attach(part, tbl);
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION rewind.detach(rel regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    q text := pg_catalog.format('%s', rel);
+    part regclass;
+BEGIN
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_i ON %s', q);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_u ON %s', q);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_d ON %s', q);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_t ON %s', q);
+    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits WHERE inhparent = rel LOOP
+        PERFORM rewind.detach(part);
+    END LOOP;
+END $$;
+
+-- Track one table (idempotent); returns its tracked id. Partitions are tracked through their root.
+CREATE OR REPLACE FUNCTION rewind.track(rel regclass) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    id integer;
+    root regclass := rel;
+    parent regclass;
+BEGIN
+    LOOP
+        SELECT i.inhparent::regclass INTO parent FROM pg_catalog.pg_inherits i
+        JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhrelid = root AND c.relispartition;
+        EXIT WHEN parent IS NULL;
+        root := parent;
+    END LOOP;
+    SELECT t.id INTO id FROM rewind.tracked t
+    WHERE t.relid = root AND t.untracked_at IS NULL AND t.dropped_at IS NULL;
+    IF id IS NULL THEN
+        INSERT INTO rewind.tracked (relid, schema_name, table_name, key_columns)
+        SELECT c.oid, n.nspname, c.relname, rewind.key_columns(c.oid)
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = root
+        RETURNING tracked.id INTO id;
+    END IF;
+    PERFORM rewind.attach(root, id);
+    RETURN id;
+END $$;
+
+CREATE OR REPLACE FUNCTION rewind.untrack(rel regclass) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    PERFORM rewind.detach(rel);
+    UPDATE rewind.tracked SET untracked_at = now()
+    WHERE relid = rel AND untracked_at IS NULL AND dropped_at IS NULL;
+    RETURN FOUND;
+END $$;
+
+-- DDL capture: record DDL on tracked tables with its action, track new tables in tracked
+-- schemas and new partitions of tracked tables, and keep key columns current.
+CREATE OR REPLACE FUNCTION rewind.on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    cmd record;
+    tid integer;
+BEGIN
+    FOR cmd IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands()
+               WHERE object_type IN ('table', 'index', 'table constraint')
+                 AND schema_name IS DISTINCT FROM 'rewind' AND schema_name IS DISTINCT FROM 'pg_temp'
+    LOOP
+        tid := NULL;
+        IF cmd.object_type = 'table' AND cmd.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
+            IF EXISTS (SELECT 1 FROM rewind.tracked_schema WHERE schema_name = cmd.schema_name)
+               OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i JOIN rewind.tracked t ON t.relid = i.inhparent
+                          AND t.untracked_at IS NULL AND t.dropped_at IS NULL
+                          JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition
+                          WHERE i.inhrelid = cmd.objid) THEN
+                tid := rewind.track(cmd.objid::regclass);
+            END IF;
+        ELSIF cmd.object_type = 'table' AND cmd.command_tag = 'ALTER TABLE' THEN
+            SELECT t.id INTO tid FROM rewind.tracked t
+            WHERE t.relid = cmd.objid AND t.untracked_at IS NULL AND t.dropped_at IS NULL;
+            IF tid IS NOT NULL THEN
+                UPDATE rewind.tracked SET key_columns = rewind.key_columns(cmd.objid) WHERE id = tid;
+                -- ATTACH PARTITION: the new partition records under its root.
+                PERFORM rewind.attach(i.inhrelid::regclass, tid)
+                FROM pg_catalog.pg_inherits i WHERE i.inhparent = cmd.objid;
+            END IF;
+        ELSE
+            -- an index or constraint: record it against its table
+            SELECT t.id INTO tid FROM rewind.tracked t
+            WHERE t.untracked_at IS NULL AND t.dropped_at IS NULL
+              AND t.relid = CASE cmd.object_type
+                  WHEN 'index' THEN (SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = cmd.objid)
+                  ELSE (SELECT conrelid FROM pg_catalog.pg_constraint WHERE oid = cmd.objid) END;
+        END IF;
+        IF tid IS NOT NULL THEN
+            INSERT INTO rewind.ddl (tx, tbl, command, object_type, object_identity)
+            VALUES (rewind.begin_tx(), tid, cmd.command_tag, cmd.object_type, cmd.object_identity);
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION rewind.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    obj record;
+    tid integer;
+BEGIN
+    FOR obj IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects()
+               WHERE object_type = 'table' AND schema_name IS DISTINCT FROM 'rewind'
+    LOOP
+        UPDATE rewind.tracked SET dropped_at = now(), relid = NULL
+        WHERE relid = obj.objid AND untracked_at IS NULL AND dropped_at IS NULL
+        RETURNING id INTO tid;
+        IF tid IS NOT NULL THEN
+            INSERT INTO rewind.ddl (tx, tbl, command, object_type, object_identity)
+            VALUES (rewind.begin_tx(), tid, TG_TAG, obj.object_type, obj.object_identity);
+        END IF;
+    END LOOP;
+END $$;

@@ -1,0 +1,174 @@
+"""Choosing which tables are journaled, and reporting what is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from journal.connection import connect
+from journal.errors import BadInput
+from journal.schema import current_revision, require_installed
+
+_USER_TABLES = """
+SELECT c.oid, n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('rewind', 'information_schema') AND n.nspname !~ '^pg_'
+  AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+ORDER BY 2, 3
+"""
+
+_STATUS = """
+SELECT t.id, t.schema_name, t.table_name, t.key_columns, t.mode, t.tracked_at,
+       (SELECT count(*) FROM rewind.change c WHERE c.tbl = t.id) AS changes
+FROM rewind.tracked t
+WHERE t.untracked_at IS NULL AND t.dropped_at IS NULL
+ORDER BY t.schema_name, t.table_name
+"""
+
+
+@dataclass(frozen=True)
+class TrackedTable:
+    id: int
+    table: str  # schema.table, unquoted
+    key_columns: list[str]
+    mode: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "table": self.table, "key": self.key_columns, "mode": self.mode}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """'schema.table' (either part may be double-quoted) into its parts; default schema public."""
+    parts: list[str] = []
+    buf, quoted, i = "", False, 0
+    while i < len(name):
+        ch = name[i]
+        if ch == '"':
+            if quoted and i + 1 < len(name) and name[i + 1] == '"':
+                buf += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(buf)
+            buf = ""
+        else:
+            buf += ch
+        i += 1
+    parts.append(buf)
+    if quoted or len(parts) > 2 or not all(parts):
+        raise BadInput(f"malformed table name: {name}")
+    return ("public", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def resolve_table(conn: psycopg.Connection, name: str) -> int:
+    """The oid of an existing table or partitioned table, or BadInput."""
+    schema, table = split_name(name)
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, table),
+    ).fetchone()
+    if row is None:
+        raise BadInput(f"unknown table: {schema}.{table}")
+    return int(row[0])
+
+
+def track(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | None = None,
+          all_schemas: bool = False) -> list[TrackedTable]:
+    """Attach capture triggers. Schemas given with --schema/--all are remembered, so tables
+    created there later are tracked by the DDL event trigger."""
+    if not tables and not schemas and not all_schemas:
+        raise BadInput("nothing to track: name tables, or pass --schema or --all")
+    with connect(dsn) as conn:
+        require_installed(conn)
+        oids = [resolve_table(conn, t) for t in tables or []]
+        wanted_schemas = list(schemas or [])
+        if all_schemas:
+            wanted_schemas += [r[0] for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('rewind', 'information_schema') "
+                "AND nspname !~ '^pg_' ORDER BY 1")]
+        for s in wanted_schemas:
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone() is None:
+                raise BadInput(f"unknown schema: {s}")
+        with conn.transaction():
+            for s in wanted_schemas:
+                conn.execute("INSERT INTO rewind.tracked_schema (schema_name) VALUES (%s) "
+                             "ON CONFLICT DO NOTHING", (s,))
+                oids += [r[0] for r in conn.execute(_USER_TABLES, {"schema": s})]
+            for oid in dict.fromkeys(oids):
+                conn.execute("SELECT rewind.track(%s::oid::regclass)", (oid,))
+        return _tracked(conn)
+
+
+def untrack(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | None = None,
+            all_schemas: bool = False) -> list[TrackedTable]:
+    """Detach capture triggers; the journal already written is kept."""
+    if not tables and not schemas and not all_schemas:
+        raise BadInput("nothing to untrack: name tables, or pass --schema or --all")
+    with connect(dsn) as conn:
+        require_installed(conn)
+        oids = [resolve_table(conn, t) for t in tables or []]
+        with conn.transaction():
+            if all_schemas:
+                conn.execute("DELETE FROM rewind.tracked_schema")
+                oids += [r[0] for r in conn.execute(
+                    "SELECT relid FROM rewind.tracked WHERE untracked_at IS NULL AND dropped_at IS NULL")]
+            for s in schemas or []:
+                conn.execute("DELETE FROM rewind.tracked_schema WHERE schema_name = %s", (s,))
+                oids += [r[0] for r in conn.execute(
+                    "SELECT relid FROM rewind.tracked WHERE schema_name = %s "
+                    "AND untracked_at IS NULL AND dropped_at IS NULL", (s,))]
+            for oid in dict.fromkeys(oids):
+                conn.execute("SELECT rewind.untrack(%s::oid::regclass)", (oid,))
+        return _tracked(conn)
+
+
+def _tracked(conn: psycopg.Connection) -> list[TrackedTable]:
+    return [TrackedTable(id=r[0], table=f"{r[1]}.{r[2]}", key_columns=list(r[3]), mode=r[4])
+            for r in conn.execute(_STATUS)]
+
+
+@dataclass(frozen=True)
+class Status:
+    revision: str | None
+    tables: list[TrackedTable]
+    schemas: list[str]
+    untracked: list[str]  # user tables that no trigger journals
+    changes: int
+    actions: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "tables": [t.as_json() for t in self.tables],
+                "schemas": self.schemas, "untracked": self.untracked,
+                "changes": self.changes, "actions": self.actions}
+
+
+def status(dsn: str) -> Status:
+    with connect(dsn) as conn:
+        require_installed(conn)
+        tables = _tracked(conn)
+        schemas = [r[0] for r in conn.execute("SELECT schema_name FROM rewind.tracked_schema ORDER BY 1")]
+        tracked_names = {t.table for t in tables}
+        untracked = [f"{r[1]}.{r[2]}" for r in conn.execute(_USER_TABLES, {"schema": None})
+                     if f"{r[1]}.{r[2]}" not in tracked_names]
+        changes, actions = conn.execute(
+            "SELECT (SELECT count(*) FROM rewind.change), (SELECT count(*) FROM rewind.tx)").fetchone()  # type: ignore[misc]
+        return Status(revision=current_revision(conn), tables=tables, schemas=schemas,
+                      untracked=untracked, changes=changes, actions=actions)
+
+
+def tracked_ids(conn: psycopg.Connection, names: list[str]) -> list[int]:
+    """Tracked ids for table names (tracked now or once); BadInput for a table never tracked."""
+    ids = []
+    for name in names:
+        schema, table = split_name(name)
+        rows = conn.execute("SELECT id FROM rewind.tracked WHERE schema_name = %s AND table_name = %s",
+                            (schema, table)).fetchall()
+        if not rows:
+            raise BadInput(f"unknown table: {schema}.{table} (not tracked)")
+        ids += [r[0] for r in rows]
+    return ids

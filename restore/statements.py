@@ -1,0 +1,251 @@
+"""The one builder of per-table SQL for planning and applying an undo.
+
+Every statement is set-based: one statement per table and operation, whatever the number of
+rows, because a statement per row is what makes other tools' undo hundreds of times slower than
+a reload. Table and column names only ever enter as sql.Identifier; row values only ever travel
+as jsonb and are turned back into typed rows by jsonb_populate_record(NULL::table, image), so
+PostgreSQL's own text I/O round-trips every type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+_COLUMNS = """
+SELECT a.attname, a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always
+FROM pg_attribute a
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What the builder needs to know about one tracked table."""
+
+    tbl: int
+    relid: int
+    schema: str
+    name: str
+    key: tuple[str, ...]  # empty: the whole row is the identity
+    columns: tuple[str, ...]
+    generated: frozenset[str]
+    identity_always: frozenset[str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def writable(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c not in self.generated)
+
+    @property
+    def updatable(self) -> tuple[str, ...]:
+        return tuple(c for c in self.writable if c not in self.identity_always and c not in self.key)
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection, tbl: int, relid: int, schema: str, name: str,
+             key: list[str]) -> TableInfo:
+        cols = conn.execute(_COLUMNS, (relid,)).fetchall()
+        return cls(tbl=tbl, relid=relid, schema=schema, name=name, key=tuple(key),
+                   columns=tuple(c[0] for c in cols),
+                   generated=frozenset(c[0] for c in cols if c[1]),
+                   identity_always=frozenset(c[0] for c in cols if c[2]))
+
+
+def _key_of(t: TableInfo, image: sql.Composable) -> sql.Composable:
+    """The identity of a row image: its key columns as a jsonb object, or the whole image."""
+    if not t.key:
+        return image
+    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+        sql.SQL("{}::text, {} -> {}::text").format(sql.Literal(k), image, sql.Literal(k)) for k in t.key))
+
+
+def _typed_key(t: TableInfo, image: sql.Composable) -> sql.Composable:
+    """The key columns of an image as typed values, comparable with the table's own columns."""
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(
+        sql.SQL("(jsonb_populate_record(NULL::{}, {})).{}").format(t.ident, image, sql.Identifier(k))
+        for k in t.key))
+
+
+def _row_key(t: TableInfo, alias: str) -> sql.Composable:
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(alias, k) for k in t.key))
+
+
+def events(t: TableInfo) -> sql.Composed:
+    """The selected changes of one table as per-row events (key, before, after).
+
+    An UPDATE that changed the key is a delete of the old key and an insert of the new one; in a
+    table without a key every UPDATE is, since the whole row is the identity."""
+    kb, ka = _key_of(t, sql.SQL("c.before")), _key_of(t, sql.SQL("c.after"))
+    same = sql.SQL("{} = {}").format(kb, ka) if t.key else sql.SQL("false")
+    return sql.SQL("""
+        SELECT c.id, {kb} AS key, c.before, CASE WHEN {same} THEN c.after END AS after
+          FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s AND c.op = 'U'
+        UNION ALL
+        SELECT c.id, {ka}, NULL, c.after
+          FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s AND c.op = 'U' AND NOT ({same})
+        UNION ALL
+        SELECT c.id, {ka}, NULL, c.after
+          FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s AND c.op = 'I'
+        UNION ALL
+        SELECT c.id, {kb}, c.before, NULL
+          FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s AND c.op IN ('D', 'T')
+    """).format(kb=kb, ka=ka, same=same)
+
+
+def plan_keyed(t: TableInfo) -> sql.Composed:
+    """Fill rw_plan for a table with a key: per row, the state before the selection's first
+    change (target) and after its last (expected), and the row as it is now (actual)."""
+    return sql.SQL("""
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_id)
+        SELECT %(tbl)s, n.key,
+               CASE WHEN n.first_before IS NOT DISTINCT FROM n.last_after THEN 'N'
+                    WHEN n.last_after IS NULL THEN 'I'
+                    WHEN n.first_before IS NULL THEN 'D'
+                    ELSE 'U' END,
+               1, n.last_after, n.first_before, to_jsonb(cur), n.first_id
+        FROM (SELECT e.key, min(e.id) AS first_id,
+                     (array_agg(e.before ORDER BY e.id))[1] AS first_before,
+                     (array_agg(e.after ORDER BY e.id DESC))[1] AS last_after
+              FROM ({events}) e GROUP BY e.key) n
+        LEFT JOIN {table} cur ON {cur_key} = {net_key}
+    """).format(events=events(t), table=t.ident, cur_key=_row_key(t, "cur"),
+                net_key=_typed_key(t, sql.SQL("n.key")))
+
+
+def plan_keyless(t: TableInfo) -> sql.Composed:
+    """Fill rw_plan for a table without a key: rows are a multiset of whole-row images, and the
+    undo removes the copies the selection added and puts back the ones it removed."""
+    return sql.SQL("""
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_id)
+        SELECT %(tbl)s, n.key, CASE WHEN n.d > 0 THEN 'D' ELSE 'I' END, abs(n.d),
+               CASE WHEN n.d > 0 THEN n.key END, CASE WHEN n.d < 0 THEN n.key END,
+               CASE WHEN n.d > 0 THEN jsonb_build_object('copies', coalesce(have.copies, 0)) END,
+               n.first_id
+        FROM (SELECT e.key, sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) AS d, min(e.id) AS first_id
+              FROM ({events}) e GROUP BY e.key HAVING sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) <> 0) n
+        LEFT JOIN (SELECT to_jsonb(cur) AS image, count(*) AS copies FROM {table} cur GROUP BY 1) have
+               ON have.image = n.key
+    """).format(events=events(t), table=t.ident)
+
+
+def later_writers(t: TableInfo) -> sql.Composed:
+    """Rows of the plan that someone outside the selection changed after the selection first did:
+    their actors, so that a conflict says who to ask."""
+    kb, ka = _key_of(t, sql.SQL("c.before")), _key_of(t, sql.SQL("c.after"))
+    return sql.SQL("""
+        UPDATE rw_plan p SET changed_by = f.actors, later_cols = f.cols
+        FROM (SELECT v.k AS key, max(c.id) AS last_id, array_agg(DISTINCT t.actor) AS actors,
+                     array_agg(DISTINCT col) FILTER (WHERE col IS NOT NULL) AS cols
+              FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx
+              CROSS JOIN LATERAL (VALUES ({kb}), ({ka})) v(k)
+              LEFT JOIN LATERAL (
+                  SELECT j.col FROM jsonb_object_keys(coalesce(c.after, c.before)) j(col)
+                  WHERE c.before -> j.col IS DISTINCT FROM c.after -> j.col) d ON true
+              WHERE c.tbl = %(tbl)s AND c.id > %(min_id)s AND NOT (c.tx = ANY(%(txs)s)) AND v.k IS NOT NULL
+              GROUP BY v.k) f
+        WHERE p.tbl = %(tbl)s AND p.key = f.key AND f.last_id > p.first_id
+    """).format(kb=kb, ka=ka)
+
+
+def dependents(t: TableInfo, child: TableInfo, child_cols: list[str], parent_cols: list[str],
+               child_tbl: int | None) -> sql.Composed:
+    """Rows of a referencing table that point at a row the undo would delete, and that the undo
+    does not delete itself: deleting the parent would cascade into, or be blocked by, them."""
+    child_key = _key_of(child, sql.SQL("to_jsonb(ch)")) if child.key else sql.SQL("to_jsonb(ch)")
+    match = sql.SQL(" AND ").join(
+        sql.SQL("ch.{} = (jsonb_populate_record(NULL::{}, p.expected)).{}").format(
+            sql.Identifier(cc), t.ident, sql.Identifier(pc)) for cc, pc in zip(child_cols, parent_cols, strict=True))
+    own = sql.SQL("true") if child_tbl is None else sql.SQL(
+        "NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = {} AND q.action = 'D' AND q.key = {})").format(
+        sql.Literal(child_tbl), child_key)
+    return sql.SQL("""
+        SELECT p.key, {label}::text, to_jsonb(ch)
+        FROM rw_plan p JOIN {child} ch ON {match}
+        WHERE p.tbl = %(tbl)s AND p.action = 'D' AND {own}
+    """).format(label=sql.Literal(child.label), child=child.ident, match=match, own=own)
+
+
+def apply_delete(t: TableInfo) -> sql.Composed:
+    if t.key:
+        return sql.SQL("""
+            DELETE FROM {table} cur USING rw_plan p
+            WHERE p.tbl = %(tbl)s AND p.action = 'D' AND p.apply AND {cur_key} = {plan_key}
+        """).format(table=t.ident, cur_key=_row_key(t, "cur"), plan_key=_typed_key(t, sql.SQL("p.key")))
+    # Without a key, delete exactly n of the identical copies (tableoid too: ctid is per partition).
+    return sql.SQL("""
+        DELETE FROM {table} cur USING (
+            SELECT x.tableoid, x.ctid FROM (
+                SELECT c.tableoid, c.ctid, to_jsonb(c) AS image,
+                       row_number() OVER (PARTITION BY to_jsonb(c)) AS rn
+                FROM {table} c WHERE to_jsonb(c) IN (
+                    SELECT key FROM rw_plan WHERE tbl = %(tbl)s AND action = 'D' AND apply)) x
+            JOIN rw_plan p ON p.tbl = %(tbl)s AND p.action = 'D' AND p.apply AND p.key = x.image AND x.rn <= p.n
+        ) victim
+        WHERE cur.tableoid = victim.tableoid AND cur.ctid = victim.ctid
+    """).format(table=t.ident)
+
+
+def apply_update(t: TableInfo) -> sql.Composed | None:
+    """None where there is nothing to update: a table without a key plans no updates (each is a
+    delete and an insert of whole rows), and one of only key or generated columns has no values."""
+    if not t.key or not t.updatable:
+        return None
+    cols = [sql.Identifier(c) for c in t.updatable]
+    return sql.SQL("""
+        UPDATE {table} cur SET ({cols}) = ROW({vals})
+        FROM rw_plan p, jsonb_populate_record(NULL::{table}, p.target) r
+        WHERE p.tbl = %(tbl)s AND p.action = 'U' AND p.apply AND {cur_key} = {plan_key}
+    """).format(table=t.ident, cols=sql.SQL(", ").join(cols),
+                vals=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in cols),
+                cur_key=_row_key(t, "cur"), plan_key=_typed_key(t, sql.SQL("p.key")))
+
+
+def apply_insert(t: TableInfo) -> sql.Composed:
+    cols = [sql.Identifier(c) for c in t.writable]
+    overriding = sql.SQL("OVERRIDING SYSTEM VALUE") if t.identity_always else sql.SQL("")
+    return sql.SQL("""
+        INSERT INTO {table} ({cols}) {overriding}
+        SELECT {vals} FROM rw_plan p CROSS JOIN LATERAL generate_series(1, p.n) g,
+             jsonb_populate_record(NULL::{table}, p.target) r
+        WHERE p.tbl = %(tbl)s AND p.action = 'I' AND p.apply
+    """).format(table=t.ident, cols=sql.SQL(", ").join(cols), overriding=overriding,
+                vals=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in cols))
+
+
+def script_rows(t: TableInfo) -> sql.Composed:
+    """Row-level statements with the same effect as the set-based apply, for a DBA to read
+    (and run, if they prefer): the plan's rows rendered as literals by PostgreSQL itself."""
+    table_text = sql.Literal(t.ident.as_string(None))
+    return sql.SQL("""
+        SELECT CASE p.action
+          WHEN 'D' THEN format('DELETE FROM %%s WHERE ctid = '
+                               '(SELECT ctid FROM %%s c WHERE to_jsonb(c) @> %%L::jsonb LIMIT 1);',
+                               {tt}, {tt}, p.key)
+          WHEN 'U' THEN format('UPDATE %%s c SET (%%s) = '
+                               '(SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r) '
+                               'WHERE to_jsonb(c) @> %%L::jsonb;',
+                               {tt}, {cols}, {rcols}, {tt}, p.target, p.key)
+          ELSE format('INSERT INTO %%s (%%s) {ov} SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r;',
+                      {tt}, {wcols}, {rwcols}, {tt}, p.target)
+        END
+        FROM rw_plan p CROSS JOIN LATERAL generate_series(1, p.n) g
+        WHERE p.tbl = %(tbl)s AND p.apply AND p.action = %(action)s
+        ORDER BY p.key::text
+    """).format(
+        tt=table_text,
+        cols=sql.Literal(", ".join(sql.Identifier(c).as_string(None) for c in t.updatable)),
+        rcols=sql.Literal(", ".join("r." + sql.Identifier(c).as_string(None) for c in t.updatable)),
+        wcols=sql.Literal(", ".join(sql.Identifier(c).as_string(None) for c in t.writable)),
+        rwcols=sql.Literal(", ".join("r." + sql.Identifier(c).as_string(None) for c in t.writable)),
+        ov=sql.SQL("OVERRIDING SYSTEM VALUE" if t.identity_always else ""),
+    )

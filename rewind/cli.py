@@ -1,0 +1,248 @@
+"""The `rewind` command: a thin Typer layer over the journal and restore libraries."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import click
+import typer
+
+import journal
+import restore
+from journal import BadInput, RewindError, Selection, parse_time
+from rewind import output
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Journal every write to PostgreSQL, see what each agent did, and undo it.")
+
+Dsn = Annotated[str, typer.Option("--dsn", envvar="REWIND_DSN", show_envvar=True,
+                                  help="Target database (postgresql://...). Shown masked.")]
+Json = Annotated[bool, typer.Option("--json", help="JSON on stdout, nothing else.")]
+Actors = Annotated[list[str] | None, typer.Option("--actor", help="Actor glob (agent-*); repeatable.")]
+Roles = Annotated[list[str] | None, typer.Option("--role", help="Database role; repeatable.")]
+Runs = Annotated[list[str] | None, typer.Option("--run", help="Run id (rewind.run); repeatable.")]
+ActionIds = Annotated[list[int] | None, typer.Option("--action", help="Action id; repeatable.")]
+Since = Annotated[str | None, typer.Option("--since", help="ISO-8601 or relative (15m, 2h, 3d).")]
+Until = Annotated[str | None, typer.Option("--until", help="ISO-8601 or relative (15m, 2h, 3d).")]
+Tables = Annotated[list[str] | None, typer.Option("--table", help="schema.table; repeatable.")]
+OnConflict = Annotated[restore.Policy, typer.Option("--on-conflict", help="abort, skip or merge.")]
+
+
+def _time(text: str | None) -> datetime | None:
+    return parse_time(text) if text else None
+
+
+def _selection(dsn: str, actors: list[str] | None, roles: list[str] | None, runs: list[str] | None,
+               actions: list[int] | None, since: str | None, until: str | None,
+               tables: list[str] | None) -> Selection:
+    sel = Selection(actors=actors or [], roles=roles or [], runs=runs or [], actions=actions or [],
+                    since=_time(since), until=_time(until))
+    if tables:
+        with journal.connect(dsn) as conn:
+            journal.schema.require_installed(conn)
+            sel.tables = journal.tracked_ids(conn, tables)
+    if actions:
+        with journal.connect(dsn) as conn:
+            known = {r[0] for r in conn.execute("SELECT id FROM rewind.tx WHERE id = ANY(%s)", (actions,))}
+            unknown = [str(a) for a in actions if a not in known]
+            if unknown:
+                raise BadInput("unknown action id: " + ", ".join(unknown))
+    return sel
+
+
+@app.command()
+def init(dsn: Dsn, event_triggers: Annotated[bool, typer.Option(
+        help="Install event triggers (DDL capture, tracking new tables); needs superuser.")] = True,
+         as_json: Json = False) -> None:
+    """Install or upgrade the rewind schema (Alembic migrations). Safe to run again."""
+    res = journal.init(dsn, event_triggers=event_triggers)
+    if as_json:
+        output.emit_json({"database": res.database, "revision": res.revision, "upgraded_from": res.upgraded_from,
+                          "event_triggers": res.event_triggers})
+    elif res.upgraded_from == res.revision:
+        output.out.print(f"rewind already at revision {res.revision} in {res.database}")
+    else:
+        output.out.print(f"rewind installed in {res.database} at revision {res.revision}")
+
+
+@app.command()
+def track(dsn: Dsn, tables: Annotated[list[str] | None, typer.Argument(help="schema.table ...")] = None,
+          schema: Annotated[list[str] | None, typer.Option("--schema", help="Every table in a schema, "
+                                                           "now and later.")] = None,
+          all_: Annotated[bool, typer.Option("--all", help="Every user schema, now and later.")] = False,
+          mode: Annotated[str, typer.Option("--mode", help="journal (triggers).")] = "journal",
+          as_json: Json = False) -> None:
+    """Journal writes to tables."""
+    if mode != "journal":
+        raise BadInput(f"unsupported mode {mode!r}: only 'journal' is available in this version")
+    result = journal.track(dsn, tables, schemas=schema, all_schemas=all_)
+    if as_json:
+        output.emit_json([t.as_json() for t in result])
+    else:
+        output.out.print(f"tracking {len(result)} table(s): " + ", ".join(t.table for t in result))
+
+
+@app.command()
+def untrack(dsn: Dsn, tables: Annotated[list[str] | None, typer.Argument(help="schema.table ...")] = None,
+            schema: Annotated[list[str] | None, typer.Option("--schema")] = None,
+            all_: Annotated[bool, typer.Option("--all")] = False, as_json: Json = False) -> None:
+    """Stop journaling tables; what was journaled stays."""
+    result = journal.untrack(dsn, tables, schemas=schema, all_schemas=all_)
+    if as_json:
+        output.emit_json([t.as_json() for t in result])
+    else:
+        output.out.print(f"still tracking {len(result)} table(s)")
+
+
+@app.command()
+def status(dsn: Dsn, as_json: Json = False) -> None:
+    """What is tracked, what is not, and how much is journaled."""
+    s = journal.status(dsn)
+    output.emit_json(s.as_json()) if as_json else output.status(s)
+
+
+@app.command()
+def actions(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, action: ActionIds = None,
+            since: Since = None, until: Until = None, table: Tables = None,
+            limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 1000,
+            as_json: Json = False) -> None:
+    """One row per transaction: actor, role, run, time, tables and counts."""
+    sel = _selection(dsn, actor, role, run, action, since, until, table)
+    items = journal.list_actions(dsn, sel, limit=limit)
+    output.emit_json([a.as_json() for a in items]) if as_json else output.actions(items)
+
+
+@app.command()
+def show(dsn: Dsn, action_id: Annotated[int, typer.Argument(help="Action id from `rewind actions`.")],
+         as_json: Json = False) -> None:
+    """Every change an action made, with before/after diffs."""
+    action, changes = journal.show_action(dsn, action_id)
+    if as_json:
+        output.emit_json({"action": action.as_json(), "changes": [c.as_json() for c in changes]})
+    else:
+        output.action_header(action)
+        output.changes(changes, title=f"changes of action {action_id}")
+
+
+@app.command()
+def history(dsn: Dsn, table: Annotated[str, typer.Argument(help="schema.table")],
+            pk: Annotated[str, typer.Option("--pk", help="Key value, or a JSON object for composite keys.")],
+            as_json: Json = False) -> None:
+    """One row's life: who changed what, when."""
+    changes = journal.row_history(dsn, table, pk)
+    if as_json:
+        output.emit_json([c.as_json() for c in changes])
+    else:
+        output.changes(changes, title=f"history of {table} {pk}")
+
+
+@app.command()
+def preview(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, action: ActionIds = None,
+            since: Since = None, until: Until = None, table: Tables = None,
+            on_conflict: OnConflict = restore.Policy.ABORT,
+            show_sql: Annotated[bool, typer.Option("--sql", help="Print the exact SQL instead.")] = False,
+            as_json: Json = False) -> None:
+    """Show what an undo of the selection would do, and its fingerprint. Changes nothing."""
+    sel = _selection(dsn, actor, role, run, action, since, until, table)
+    plan = restore.preview(dsn, sel, policy=on_conflict, with_sql=show_sql)
+    _print_plan(plan, show_sql, as_json)
+
+
+def _print_plan(plan: restore.Plan, show_sql: bool, as_json: bool) -> None:
+    if as_json:
+        output.emit_json({**plan.as_json(), **({"sql": plan.sql_script} if show_sql else {})})
+    elif show_sql:
+        sys.stdout.write("\n".join(plan.sql_script) + "\n")
+    else:
+        output.plan(plan)
+
+
+def _confirm(yes: bool, plan_fp: str | None, preview_fn: Callable[[], restore.Plan]) -> str | None:
+    """A person presses the final button: on a terminal, show the plan and ask; elsewhere --yes."""
+    if yes:
+        return plan_fp
+    if not sys.stdin.isatty():
+        raise BadInput("refusing to apply without confirmation: pass --yes (stdin is not a terminal)")
+    plan = preview_fn()
+    output.plan(plan)
+    if plan_fp is not None and plan_fp != plan.fingerprint:
+        raise journal.Refused(f"the database moved since the preview: plan {plan_fp} is now {plan.fingerprint}")
+    if not typer.confirm("Apply this undo?", default=False):
+        raise typer.Exit(1)
+    return plan.fingerprint
+
+
+@app.command()
+def undo(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, action: ActionIds = None,
+         since: Since = None, until: Until = None, table: Tables = None,
+         on_conflict: OnConflict = restore.Policy.ABORT,
+         plan: Annotated[str | None, typer.Option("--plan", help="Fingerprint from `rewind preview`; "
+                                                   "refused if the database moved since.")] = None,
+         max_rows: Annotated[int, typer.Option("--max-rows")] = restore.DEFAULT_MAX_ROWS,
+         fire_triggers: Annotated[bool, typer.Option("--fire-triggers", help="Let the tables' own "
+                                                     "triggers run during the undo.")] = False,
+         yes: Annotated[bool, typer.Option("--yes", help="Apply without asking.")] = False,
+         as_json: Json = False) -> None:
+    """Apply the undo in one transaction; journaled as actor rewind:undo."""
+    sel = _selection(dsn, actor, role, run, action, since, until, table)
+    sel.require_narrow()
+    plan = _confirm(yes, plan, lambda: restore.preview(dsn, sel, policy=on_conflict))
+    result = restore.undo(dsn, sel, policy=on_conflict, plan=plan, max_rows=max_rows,
+                          fire_triggers=fire_triggers)
+    output.emit_json(result.as_json()) if as_json else output.undo_result(result)
+
+
+@app.command(name="restore")
+def restore_cmd(dsn: Dsn, to: Annotated[str, typer.Option("--to", help="ISO-8601 or relative (15m, 2h).")],
+                table: Tables = None, on_conflict: OnConflict = restore.Policy.ABORT,
+                plan: Annotated[str | None, typer.Option("--plan")] = None,
+                max_rows: Annotated[int, typer.Option("--max-rows")] = restore.DEFAULT_MAX_ROWS,
+                fire_triggers: Annotated[bool, typer.Option("--fire-triggers")] = False,
+                dry_run: Annotated[bool, typer.Option("--preview", help="Only show the plan.")] = False,
+                show_sql: Annotated[bool, typer.Option("--sql")] = False,
+                yes: Annotated[bool, typer.Option("--yes")] = False, as_json: Json = False) -> None:
+    """Undo everyone's changes after a time, on some tables or on every tracked one."""
+    when = parse_time(to)
+    tables = _selection(dsn, None, None, None, None, None, None, table).tables
+    if dry_run or show_sql:
+        p = restore.restore_to(dsn, when, tables=tables, policy=on_conflict, preview_only=True, with_sql=show_sql)
+        assert isinstance(p, restore.Plan)
+        _print_plan(p, show_sql, as_json)
+        return
+    def preview_restore() -> restore.Plan:
+        p = restore.restore_to(dsn, when, tables=tables, policy=on_conflict, preview_only=True)
+        assert isinstance(p, restore.Plan)
+        return p
+
+    fp = _confirm(yes, plan, preview_restore)
+    result = restore.restore_to(dsn, when, tables=tables, policy=on_conflict, plan=fp, max_rows=max_rows,
+                                fire_triggers=fire_triggers)
+    assert isinstance(result, restore.UndoResult)
+    output.emit_json(result.as_json()) if as_json else output.undo_result(result)
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0 done, 1 refused, 2 bad input."""
+    json_mode = "--json" in (args if args is not None else sys.argv[1:])
+    try:
+        app(args=args, standalone_mode=False)
+    except RewindError as exc:
+        if json_mode and exc.payload is not None:
+            output.emit_json(exc.payload)
+        output.err.print(f"rewind: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        return 1
+    return 0
+
+
+def main() -> Any:
+    sys.exit(run())

@@ -1,0 +1,110 @@
+"""Rendering results for people (Rich) and programs (JSON on stdout, nothing else)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from journal import Action, Change, Status
+from restore import Plan, UndoResult
+
+out = Console()
+err = Console(stderr=True)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str, indent=2) + "\n")
+
+
+def _counts(ops: dict[str, int]) -> str:
+    return " ".join(f"{k[0].upper()}{v}" for k, v in ops.items() if v)
+
+
+def actions(items: list[Action]) -> None:
+    if not items:
+        out.print("no actions match")
+        return
+    table = Table(title="actions (newest first)")
+    for col in ("id", "started", "actor", "role", "run", "changes", "tables"):
+        table.add_column(col, overflow="fold")
+    for a in items:
+        tables = ", ".join(f"{t} {_counts(ops)}" for t, ops in a.tables.items())
+        if a.ddl:
+            tables = ", ".join(filter(None, [tables, *(f"[bold red]{d}[/]" for d in a.ddl)]))
+        table.add_row(str(a.id), a.started_at.strftime("%Y-%m-%d %H:%M:%S"), a.actor, a.role, a.run or "",
+                      str(a.changes), tables)
+    out.print(table)
+
+
+def _value(v: Any) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def changes(items: list[Change], *, title: str) -> None:
+    table = Table(title=title)
+    for col in ("change", "action", "actor", "table", "op", "key", "diff (before → after)"):
+        table.add_column(col, overflow="fold")
+    for c in items:
+        diff = "\n".join(f"{k}: {_value(b)} → {_value(a)}" for k, (b, a) in c.diff.items())
+        table.add_row(str(c.id), str(c.action), c.actor or "", c.table, c.op, _value(c.key), diff)
+    out.print(table)
+
+
+def action_header(a: Action) -> None:
+    out.print(f"[bold]action {a.id}[/] xid {a.xid} by [bold]{a.actor}[/] (role {a.role}, "
+              f"application {a.application or '-'}, run {a.run or '-'}) at {a.started_at:%Y-%m-%d %H:%M:%S%z}")
+    for d in a.ddl:
+        out.print(f"  DDL: [bold red]{d}[/]")
+
+
+def plan(p: Plan) -> None:
+    out.print(f"[bold]undo plan {p.fingerprint}[/]  ({p.changes} journaled changes in {len(p.actions)} "
+              f"action(s); on conflict: {p.policy})")
+    table = Table()
+    for col in ("table", "re-insert", "revert", "delete"):
+        table.add_column(col, overflow="fold")
+    for name, ops in sorted(p.tables.items()):
+        table.add_row(name, str(ops["insert"]), str(ops["update"]), str(ops["delete"]))
+    if p.tables:
+        out.print(table)
+    else:
+        out.print("nothing to apply")
+    if p.conflict_count:
+        ct = Table(title=f"{p.conflict_count} conflict(s)", title_style="bold red")
+        for col in ("table", "pk", "why", "changed by", "now", "resolution"):
+            ct.add_column(col, overflow="fold")
+        for c in p.conflicts:
+            ct.add_row(c.table, _value(c.pk), c.reason, ", ".join(c.changed_by), _value(c.actual), c.resolution)
+        out.print(ct)
+    for s in p.samples:
+        diff = ", ".join(f"{k}: {_value(b)} → {_value(a)}" for k, (b, a) in s["diff"].items())
+        out.print(f"  sample {s['op']:6} {s['table']} {_value(s['pk'])}: {diff}")
+    out.print(f"apply with: rewind undo ... --plan {p.fingerprint}")
+
+
+def undo_result(r: UndoResult) -> None:
+    if r.applied:
+        out.print(f"[bold green]undone[/]: {r.rows} row(s) restored as action {r.action} (plan {r.plan}); "
+                  f"{r.skipped} conflict(s) skipped")
+        out.print(f"to undo this undo: rewind undo --action {r.action}")
+    else:
+        out.print(f"nothing applied (plan {r.plan}): {r.skipped} conflict(s) skipped, no rows left to change")
+
+
+def status(s: Status) -> None:
+    out.print(f"rewind schema revision {s.revision}; {s.actions} action(s), {s.changes} change(s) journaled")
+    table = Table(title="tracked tables")
+    for col in ("table", "key", "mode"):
+        table.add_column(col, overflow="fold")
+    for t in s.tables:
+        table.add_row(t.table, ", ".join(t.key_columns) or "(whole row)", t.mode)
+    out.print(table)
+    if s.schemas:
+        out.print("auto-tracking new tables in schemas: " + ", ".join(s.schemas))
+    if s.untracked:
+        out.print("[bold yellow]not tracked[/]: " + ", ".join(s.untracked))

@@ -1,0 +1,305 @@
+"""The user's story through the CLI: init, track, attribution, reading the journal, undo and its
+refusals, and bad input. Every test runs the real command against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import connect_as, rewind, rewind_json, table_state
+
+from rewind.devdb import Cluster
+
+SHOP = """
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers ON DELETE CASCADE,
+                     total numeric(10,2));
+INSERT INTO customers SELECT g, 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 10) g;
+INSERT INTO orders SELECT 100 + g, 1 + g % 10, g * 1.5 FROM generate_series(1, 20) g;
+"""
+
+
+@pytest.fixture
+def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]) -> str:
+    conn.execute(SHOP)
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    assert rewind(capsys, "track", "--dsn", dsn, "--all")[0] == 0
+    return dsn
+
+
+def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
+                                          conn: psycopg.Connection[Any]) -> None:
+    code, first = rewind_json(capsys, "init", "--dsn", dsn)
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0001"
+    code, second = rewind_json(capsys, "init", "--dsn", dsn)
+    assert code == 0 and second["upgraded_from"] == "0001"
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0001",)
+
+
+def test_init_without_privileges_names_them(dsn: str, conn: psycopg.Connection[Any],
+                                            capsys: pytest.CaptureFixture[str], pg_cluster: Cluster) -> None:
+    conn.execute("CREATE ROLE weak LOGIN PASSWORD 'weak-pw'")
+    conn.execute("REVOKE CREATE ON DATABASE " + conn.info.dbname + " FROM PUBLIC")
+    weak = dsn.replace(f"postgres:{pg_cluster.password}@", "weak:weak-pw@")
+    code, out, err = rewind(capsys, "init", "--dsn", weak)
+    assert code == 2
+    assert "lacks" in err and "CREATE on database" in err and "superuser" in err
+    assert "weak-pw" not in err + out
+    assert conn.execute("SELECT to_regnamespace('rewind')").fetchone() == (None,)
+
+
+def test_track_all_follows_new_tables_and_status(shop: str, conn: psycopg.Connection[Any],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    conn.execute("CREATE TABLE later (id int PRIMARY KEY, v text)")
+    code, status = rewind_json(capsys, "status", "--dsn", shop)
+    assert code == 0
+    assert {t["table"] for t in status["tables"]} == {"public.customers", "public.orders", "public.later"}
+    with connect_as(shop, "agent-1") as agent:
+        agent.execute("INSERT INTO later VALUES (1, 'x')")
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-1")
+    assert actions[0]["tables"] == {"public.later": {"insert": 1, "update": 0, "delete": 0, "truncate": 0}}
+    code, status = rewind_json(capsys, "untrack", "--dsn", shop, "public.later")
+    assert code == 0 and "public.later" not in {t["table"] for t in status}
+    code, status = rewind_json(capsys, "status", "--dsn", shop)
+    assert "public.later" in status["untracked"]
+
+
+def test_attribution_setting_application_role_and_run(shop: str, conn: psycopg.Connection[Any],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    conn.execute("CREATE ROLE agent_role LOGIN PASSWORD 'pw'; GRANT ALL ON customers, orders TO agent_role")
+    with connect_as(shop, "agent-7", run_id="run-42") as a:
+        a.execute("UPDATE customers SET name = 'x' WHERE id = 1")
+    with connect_as(shop, application="billing-bot") as a:
+        a.execute("UPDATE customers SET name = 'y' WHERE id = 2")
+    with connect_as(shop) as a, a.transaction():
+        a.execute("SET LOCAL rewind.actor = 'agent-local'")
+        a.execute("UPDATE customers SET name = 'z' WHERE id = 3")
+    role_dsn = shop.replace(shop.split("//")[1].split("@")[0], "agent_role:pw")
+    with psycopg.connect(role_dsn, autocommit=True, application_name="") as a:
+        a.execute("UPDATE customers SET name = 'w' WHERE id = 4")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            a.execute("SELECT count(*) FROM rewind.change")
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--since", "1h")
+    by_actor = {a["actor"]: a for a in actions}
+    assert by_actor["agent-7"]["run"] == "run-42" and by_actor["agent-7"]["role"] == "postgres"
+    assert by_actor["billing-bot"]["application"] == "billing-bot"
+    assert "agent-local" in by_actor
+    assert by_actor["agent_role"]["role"] == "agent_role"
+    assert {"id", "xid", "actor", "role", "application", "run", "started_at", "committed_at", "changes",
+            "tables"} <= set(by_actor["agent-7"])
+
+
+def test_ddl_is_recorded_with_its_actor(shop: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-ddl") as a:
+        a.execute("ALTER TABLE orders ADD COLUMN note text")
+        a.execute("DROP TABLE orders")
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-ddl")
+    ddl = [d for a in actions for d in a["ddl"]]
+    assert any(d.startswith("ALTER TABLE") for d in ddl) and any(d.startswith("DROP TABLE") for d in ddl)
+    code, out, _ = rewind(capsys, "actions", "--dsn", shop, "--actor", "agent-ddl")
+    assert "DROP TABLE" in out
+
+
+def test_show_and_history(shop: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET email = 'new@example.com' WHERE id = 5")
+    with connect_as(shop, "alice") as p:
+        p.execute("UPDATE customers SET name = 'Five' WHERE id = 5")
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-7")
+    code, shown = rewind_json(capsys, "show", "--dsn", shop, str(actions[0]["id"]))
+    assert code == 0
+    [change] = shown["changes"]
+    assert change["op"] == "update" and change["key"] == {"id": 5}
+    assert change["diff"] == {"email": ["c5@example.com", "new@example.com"]}
+    code, hist = rewind_json(capsys, "history", "--dsn", shop, "customers", "--pk", "5")
+    assert [(h["actor"], h["op"]) for h in hist] == [("agent-7", "update"), ("alice", "update")]
+    code, out, _ = rewind(capsys, "show", "--dsn", shop, str(actions[0]["id"]))
+    assert "new@example.com" in out
+
+
+def test_undo_keeps_later_work_of_others(shop: str, conn: psycopg.Connection[Any],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    expected_orders = table_state(conn, "orders")
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM customers WHERE id <= 3")  # cascades to their orders
+    with connect_as(shop, "alice") as p:
+        p.execute("UPDATE customers SET name = 'kept' WHERE id = 9")
+        p.execute("INSERT INTO customers VALUES (11, 'new', NULL)")
+    code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-*", "--since", "1h")
+    assert code == 0 and plan["conflicts"] == []
+    assert plan["tables"]["public.customers"] == {"insert": 3, "update": 0, "delete": 0}
+    code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-*", "--since", "1h",
+                               "--plan", plan["plan"], "--yes")
+    assert code == 0 and result["applied"] and result["rows"] == plan["rows"]
+    assert table_state(conn, "orders") == expected_orders
+    assert conn.execute("SELECT name FROM customers WHERE id = 9").fetchone() == ("kept",)
+    assert conn.execute("SELECT count(*) FROM customers").fetchone() == (11,)
+    # the undo is an action of its own, and undoing it brings the agent's state back
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "rewind:undo")
+    assert actions[0]["id"] == result["action"]
+    code, again = rewind_json(capsys, "undo", "--dsn", shop, "--action", str(result["action"]), "--yes")
+    assert code == 0 and again["applied"]
+    assert conn.execute("SELECT count(*) FROM customers WHERE id <= 3").fetchone() == (0,)
+
+
+def test_conflicts_abort_skip_merge(shop: str, conn: psycopg.Connection[Any],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET name = 'agent', email = 'agent@x' WHERE id IN (1, 2)")
+    with connect_as(shop, "alice") as p:
+        p.execute("UPDATE customers SET email = 'alice@x' WHERE id = 1")
+    before = table_state(conn, "customers")
+    code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--yes")
+    assert code == 1 and result["applied"] is False
+    [conflict] = result["conflicts"]
+    assert conflict["pk"] == {"id": 1} and conflict["changed_by"] == ["alice"]
+    assert conflict["actual"]["email"] == "alice@x" and conflict["expected"]["email"] == "agent@x"
+    assert table_state(conn, "customers") == before
+
+    code, merged = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "merge")
+    code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "merge",
+                               "--plan", merged["plan"], "--yes")
+    assert code == 0 and result["applied"]
+    # row 1: the name the agent changed is reverted, the email alice changed later stays
+    assert conn.execute("SELECT name, email FROM customers WHERE id = 1").fetchone() == ("customer 1", "alice@x")
+    assert conn.execute("SELECT name, email FROM customers WHERE id = 2").fetchone() == (
+        "customer 2", "c2@example.com")
+
+
+def test_skip_undoes_the_rest(shop: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM orders WHERE id IN (101, 102)")
+    with connect_as(shop, "alice") as p:
+        p.execute("INSERT INTO orders VALUES (101, 1, 9.99)")  # key reused by someone else
+    code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "skip", "--yes")
+    assert code == 0 and result["skipped"] == 1 and result["rows"] == 1
+    assert conn.execute("SELECT total::text FROM orders WHERE id = 101").fetchone() == ("9.99",)
+    assert conn.execute("SELECT count(*) FROM orders WHERE id = 102").fetchone() == (1,)
+
+
+def test_undo_never_reaches_rows_outside_the_selection(shop: str, conn: psycopg.Connection[Any],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-7") as a:
+        a.execute("INSERT INTO customers VALUES (50, 'agent customer', NULL)")
+    with connect_as(shop, "alice") as p:
+        p.execute("INSERT INTO orders VALUES (500, 50, 12.00)")  # a person's order under it
+    code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7")
+    [conflict] = plan["conflicts"]
+    assert conflict["pk"] == {"id": 50} and "dependent" in conflict["reason"] and "alice" in conflict["changed_by"]
+    assert "public.orders" in conflict["reason"]
+    code, _ = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--yes")
+    assert code == 1
+    assert conn.execute("SELECT count(*) FROM orders WHERE id = 500").fetchone() == (1,)
+
+
+def test_undo_rolls_back_when_its_changes_differ_from_the_plan(shop: str, conn: psycopg.Connection[Any],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # An untracked child table with a cascade: the dependents check sees it and refuses.
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, customer_id int REFERENCES customers ON DELETE CASCADE)")
+    rewind(capsys, "untrack", "--dsn", shop, "public.notes")
+    with connect_as(shop, "agent-7") as a:
+        a.execute("INSERT INTO customers VALUES (60, 'agent customer', NULL)")
+    conn.execute("INSERT INTO notes VALUES (1, 60)")
+    code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--yes")
+    assert code == 1 and result["conflicts"][0]["changed_by"] == ["(untracked table public.notes)"]
+    assert conn.execute("SELECT count(*) FROM notes").fetchone() == (1,)
+
+
+def test_stale_plan_and_max_rows_and_confirmation(shop: str, conn: psycopg.Connection[Any],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM orders WHERE id BETWEEN 101 AND 105")
+    code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7")
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM orders WHERE id = 106")  # the database moved
+    before = table_state(conn, "orders")
+    code, out, err = rewind(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--plan", plan["plan"], "--yes")
+    assert code == 1 and "moved since the preview" in err
+    code, out, err = rewind(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--max-rows", "3", "--yes")
+    assert code == 1 and "--max-rows" in err
+    code, out, err = rewind(capsys, "undo", "--dsn", shop, "--actor", "agent-7")
+    assert code == 2 and "--yes" in err
+    assert table_state(conn, "orders") == before
+
+
+def test_preview_sql_is_the_exact_undo(shop: str, conn: psycopg.Connection[Any],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    before = table_state(conn, "customers"), table_state(conn, "orders")
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET name = upper(name) WHERE id < 4")
+        a.execute("DELETE FROM customers WHERE id = 7")
+        a.execute("INSERT INTO customers VALUES (77, 'added', NULL)")
+    code, out, _ = rewind(capsys, "preview", "--dsn", shop, "--actor", "agent-7", "--sql")
+    assert code == 0 and out.startswith("BEGIN;")
+    conn.execute(out)  # a DBA runs the script by hand
+    assert (table_state(conn, "customers"), table_state(conn, "orders")) == before
+
+
+def test_restore_to_a_time(shop: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    before = table_state(conn, "customers")
+    mark = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET name = 'a' WHERE id = 1")
+    with connect_as(shop, "alice") as p:
+        p.execute("DELETE FROM customers WHERE id = 2")
+        p.execute("UPDATE orders SET total = 0")
+    code, plan = rewind_json(capsys, "restore", "--dsn", shop, "--to", mark.isoformat(), "--table", "customers",
+                             "--preview")
+    assert code == 0 and set(plan["tables"]) == {"public.customers"}
+    code, result = rewind_json(capsys, "restore", "--dsn", shop, "--to", mark.isoformat(), "--table", "customers",
+                               "--plan", plan["plan"], "--yes")
+    assert code == 0 and result["applied"]
+    assert table_state(conn, "customers") == before
+    assert conn.execute("SELECT sum(total) FROM orders").fetchone() == (0,)  # not restored: not asked
+
+
+@pytest.mark.parametrize("args, message", [
+    (["undo", "--table", "nope", "--actor", "a", "--yes"], "unknown table"),
+    (["undo", "--actor", "a", "--since", "yesterday-ish", "--yes"], "malformed time"),
+    (["undo", "--table", "customers", "--yes"], "empty selection"),
+    (["undo", "--actor", "nobody", "--yes"], "empty selection"),
+    (["show", "999999"], "unknown action id"),
+    (["undo", "--action", "999999", "--yes"], "unknown action id"),
+    (["history", "customers", "--pk", "{bad json"], "malformed --pk"),
+    (["track", "public.nope"], "unknown table"),
+])
+def test_bad_input_exits_2_and_changes_nothing(shop: str, conn: psycopg.Connection[Any],
+                                               capsys: pytest.CaptureFixture[str], args: list[str],
+                                               message: str) -> None:
+    with connect_as(shop, "a") as a:
+        a.execute("DELETE FROM orders WHERE id = 101")
+    before = table_state(conn, "orders"), conn.execute("SELECT count(*) FROM rewind.change").fetchone()
+    code, out, err = rewind(capsys, *args[:1], "--dsn", shop, *args[1:])
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert (table_state(conn, "orders"), conn.execute("SELECT count(*) FROM rewind.change").fetchone()) == before
+
+
+def test_unreachable_or_wrong_dsn_masks_the_password(pg_cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    wrong_pw = pg_cluster.dsn("postgres", password="s3cret-pw")
+    code, out, err = rewind(capsys, "actions", "--dsn", wrong_pw)
+    assert code == 2 and "s3cret-pw" not in err + out and "***" in err
+    unreachable = "postgresql://u:s3cret-pw@127.0.0.1:1/db"
+    code, out, err = rewind(capsys, "status", "--dsn", unreachable)
+    assert code == 2 and "s3cret-pw" not in err + out and len(err.strip().splitlines()) == 1
+    code, out, err = rewind(capsys, "status", "--dsn", pg_cluster.dsn("no_such_db"))
+    assert code == 2 and pg_cluster.password not in err
+
+
+def test_order_follows_time_across_long_lived_connections(shop: str, conn: psycopg.Connection[Any],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: change ids once came from per-session sequence caches, so a person's earlier
+    edit on one open connection could sort after the agent's later delete on another."""
+    orders_before = table_state(conn, "orders")
+    with connect_as(shop, "agent-7") as agent, connect_as(shop, "alice") as alice:
+        agent.execute("UPDATE customers SET name = 'agent' WHERE id = 1")
+        alice.execute("UPDATE customers SET name = 'alice' WHERE id = 2")
+        agent.execute("DELETE FROM customers WHERE id = 2")
+        code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7")
+        assert code == 0 and plan["conflicts"] == []
+        code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--yes")
+    assert code == 0 and result["applied"]
+    assert conn.execute("SELECT id, name FROM customers WHERE id IN (1, 2) ORDER BY id").fetchall() == [
+        (1, "customer 1"), (2, "alice")]
+    assert table_state(conn, "orders") == orders_before  # the cascaded orders are back
