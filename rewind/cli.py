@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-import click
 import typer
 
 import journal
@@ -228,20 +227,25 @@ def run(args: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 done, 1 refused, 2 bad input."""
     json_mode = "--json" in (args if args is not None else sys.argv[1:])
     try:
-        app(args=args, standalone_mode=False)
+        # Without standalone mode, click returns an Exit's code instead of raising it.
+        code = app(args=args, standalone_mode=False)
     except RewindError as exc:
         if json_mode and exc.payload is not None:
             output.emit_json(exc.payload)
         output.err.print(f"rewind: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         return 1
-    return 0
+    except typer.TyperException as exc:  # usage errors: unknown option, missing value
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            output.err.print(f"rewind: {exc}", markup=False)
+        return 2
+    return code if isinstance(code, int) else 0
 
 
 def main() -> Any:
