@@ -15,6 +15,7 @@ from journal.connection import connect
 from journal.errors import BadInput
 from journal.schema import require_installed
 from journal.selection import Selection
+from journal.tracking import split_name
 
 _OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
 
@@ -170,8 +171,6 @@ def parse_key(text: str, key_columns: list[str]) -> dict[str, str]:
 
 def row_history(dsn: str, table: str, pk: str, *, limit: int = 10000) -> list[Change]:
     """Every change to one row (by key value), oldest first, with the actor of each."""
-    from journal.tracking import split_name
-
     schema, name = split_name(table)
     with connect(dsn) as conn:
         require_installed(conn)

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+# Types whose to_jsonb rendering does not depend on session settings (TimeZone, IntervalStyle,
+# bytea_output, extra_float_digits...). Images of other types are re-rendered before comparing.
+_STABLE_TYPES = ("bool", "int2", "int4", "int8", "text", "varchar", "bpchar", "name", "uuid", "numeric",
+                 "date", "timestamp", "time", "oid", "char", "json", "jsonb")
+
 _COLUMNS = """
-SELECT a.attname, a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always
-FROM pg_attribute a
+SELECT a.attname, a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always,
+       NOT (t.typname = ANY(%s)) AS session_dependent
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -34,6 +40,7 @@ class TableInfo:
     columns: tuple[str, ...]
     generated: frozenset[str]
     identity_always: frozenset[str]
+    session_dependent: frozenset[str]  # columns whose image text depends on the writer's settings
 
     @property
     def label(self) -> str:
@@ -54,19 +61,33 @@ class TableInfo:
     @classmethod
     def load(cls, conn: psycopg.Connection, tbl: int, relid: int, schema: str, name: str,
              key: list[str]) -> TableInfo:
-        cols = conn.execute(_COLUMNS, (relid,)).fetchall()
+        cols = conn.execute(_COLUMNS, (list(_STABLE_TYPES), relid)).fetchall()
         return cls(tbl=tbl, relid=relid, schema=schema, name=name, key=tuple(key),
                    columns=tuple(c[0] for c in cols),
                    generated=frozenset(c[0] for c in cols if c[1]),
-                   identity_always=frozenset(c[0] for c in cols if c[2]))
+                   identity_always=frozenset(c[0] for c in cols if c[2]),
+                   session_dependent=frozenset(c[0] for c in cols if c[3]))
+
+
+def normalized(t: TableInfo, image: sql.Composable) -> sql.Composable:
+    """An image re-rendered in this session, so that images written under other session settings
+    compare equal when the values are equal."""
+    return sql.SQL("to_jsonb(jsonb_populate_record(NULL::{}, {}))").format(t.ident, image)
 
 
 def _key_of(t: TableInfo, image: sql.Composable) -> sql.Composable:
     """The identity of a row image: its key columns as a jsonb object, or the whole image."""
     if not t.key:
-        return image
+        return normalized(t, image) if t.session_dependent else image
+
+    def column(k: str) -> sql.Composable:
+        if k in t.session_dependent:
+            return sql.SQL("to_jsonb((jsonb_populate_record(NULL::{}, {})).{})").format(
+                t.ident, image, sql.Identifier(k))
+        return sql.SQL("{} -> {}::text").format(image, sql.Literal(k))
+
     return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-        sql.SQL("{}::text, {} -> {}::text").format(sql.Literal(k), image, sql.Literal(k)) for k in t.key))
+        sql.SQL("{}::text, {}").format(sql.Literal(k), column(k)) for k in t.key))
 
 
 def _typed_key(t: TableInfo, image: sql.Composable) -> sql.Composable:
@@ -112,7 +133,7 @@ def plan_keyed(t: TableInfo) -> sql.Composed:
                     WHEN n.last_after IS NULL THEN 'I'
                     WHEN n.first_before IS NULL THEN 'D'
                     ELSE 'U' END,
-               1, n.last_after, n.first_before, to_jsonb(cur), n.first_id
+               1, n.last_after, n.first_before, to_jsonb(cur.*), n.first_id
         FROM (SELECT e.key, min(e.id) AS first_id,
                      (array_agg(e.before ORDER BY e.id))[1] AS first_before,
                      (array_agg(e.after ORDER BY e.id DESC))[1] AS last_after
@@ -120,6 +141,15 @@ def plan_keyed(t: TableInfo) -> sql.Composed:
         LEFT JOIN {table} cur ON {cur_key} = {net_key}
     """).format(events=events(t), table=t.ident, cur_key=_row_key(t, "cur"),
                 net_key=_typed_key(t, sql.SQL("n.key")))
+
+
+def renormalize_expected(t: TableInfo) -> sql.Composed:
+    """Before calling a row a conflict because it differs from the image the selection left, render
+    that image in this session: the writer may have had another TimeZone or IntervalStyle."""
+    return sql.SQL("""
+        UPDATE rw_plan SET expected = {norm}
+        WHERE tbl = %(tbl)s AND expected IS NOT NULL AND actual IS NOT NULL AND actual IS DISTINCT FROM expected
+    """).format(norm=normalized(t, sql.SQL("expected")))
 
 
 def plan_keyless(t: TableInfo) -> sql.Composed:
@@ -133,7 +163,7 @@ def plan_keyless(t: TableInfo) -> sql.Composed:
                n.first_id
         FROM (SELECT e.key, sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) AS d, min(e.id) AS first_id
               FROM ({events}) e GROUP BY e.key HAVING sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) <> 0) n
-        LEFT JOIN (SELECT to_jsonb(cur) AS image, count(*) AS copies FROM {table} cur GROUP BY 1) have
+        LEFT JOIN (SELECT to_jsonb(cur.*) AS image, count(*) AS copies FROM {table} cur GROUP BY 1) have
                ON have.image = n.key
     """).format(events=events(t), table=t.ident)
 
@@ -161,7 +191,7 @@ def dependents(t: TableInfo, child: TableInfo, child_cols: list[str], parent_col
                child_tbl: int | None) -> sql.Composed:
     """Rows of a referencing table that point at a row the undo would delete, and that the undo
     does not delete itself: deleting the parent would cascade into, or be blocked by, them."""
-    child_key = _key_of(child, sql.SQL("to_jsonb(ch)")) if child.key else sql.SQL("to_jsonb(ch)")
+    child_key = _key_of(child, sql.SQL("to_jsonb(ch.*)")) if child.key else sql.SQL("to_jsonb(ch.*)")
     match = sql.SQL(" AND ").join(
         sql.SQL("ch.{} = (jsonb_populate_record(NULL::{}, p.expected)).{}").format(
             sql.Identifier(cc), t.ident, sql.Identifier(pc)) for cc, pc in zip(child_cols, parent_cols, strict=True))
@@ -169,7 +199,7 @@ def dependents(t: TableInfo, child: TableInfo, child_cols: list[str], parent_col
         "NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = {} AND q.action = 'D' AND q.key = {})").format(
         sql.Literal(child_tbl), child_key)
     return sql.SQL("""
-        SELECT p.key, {label}::text, to_jsonb(ch)
+        SELECT p.key, {label}::text, to_jsonb(ch.*)
         FROM rw_plan p JOIN {child} ch ON {match}
         WHERE p.tbl = %(tbl)s AND p.action = 'D' AND {own}
     """).format(label=sql.Literal(child.label), child=child.ident, match=match, own=own)
@@ -185,9 +215,9 @@ def apply_delete(t: TableInfo) -> sql.Composed:
     return sql.SQL("""
         DELETE FROM {table} cur USING (
             SELECT x.tableoid, x.ctid FROM (
-                SELECT c.tableoid, c.ctid, to_jsonb(c) AS image,
-                       row_number() OVER (PARTITION BY to_jsonb(c)) AS rn
-                FROM {table} c WHERE to_jsonb(c) IN (
+                SELECT c.tableoid, c.ctid, to_jsonb(c.*) AS image,
+                       row_number() OVER (PARTITION BY to_jsonb(c.*)) AS rn
+                FROM {table} c WHERE to_jsonb(c.*) IN (
                     SELECT key FROM rw_plan WHERE tbl = %(tbl)s AND action = 'D' AND apply)) x
             JOIN rw_plan p ON p.tbl = %(tbl)s AND p.action = 'D' AND p.apply AND p.key = x.image AND x.rn <= p.n
         ) victim
@@ -229,11 +259,11 @@ def script_rows(t: TableInfo) -> sql.Composed:
     return sql.SQL("""
         SELECT CASE p.action
           WHEN 'D' THEN format('DELETE FROM %%s WHERE ctid = '
-                               '(SELECT ctid FROM %%s c WHERE to_jsonb(c) @> %%L::jsonb LIMIT 1);',
+                               '(SELECT ctid FROM %%s c WHERE to_jsonb(c.*) @> %%L::jsonb LIMIT 1);',
                                {tt}, {tt}, p.key)
           WHEN 'U' THEN format('UPDATE %%s c SET (%%s) = '
                                '(SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r) '
-                               'WHERE to_jsonb(c) @> %%L::jsonb;',
+                               'WHERE to_jsonb(c.*) @> %%L::jsonb;',
                                {tt}, {cols}, {rcols}, {tt}, p.target, p.key)
           ELSE format('INSERT INTO %%s (%%s) {ov} SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r;',
                       {tt}, {wcols}, {rwcols}, {tt}, p.target)
@@ -249,3 +279,27 @@ def script_rows(t: TableInfo) -> sql.Composed:
         rwcols=sql.Literal(", ".join("r." + sql.Identifier(c).as_string(None) for c in t.writable)),
         ov=sql.SQL("OVERRIDING SYSTEM VALUE" if t.identity_always else ""),
     )
+
+
+_SEQUENCES = """
+SELECT a.attname, pg_get_serial_sequence(format('%%I.%%I', %(schema)s::text, %(name)s::text), a.attname)
+FROM pg_attribute a
+WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped
+  AND pg_get_serial_sequence(format('%%I.%%I', %(schema)s::text, %(name)s::text), a.attname) IS NOT NULL
+"""
+
+
+def owned_sequences(conn: psycopg.Connection, t: TableInfo) -> list[tuple[str, str]]:
+    """(column, sequence) for serial and identity columns."""
+    rows = conn.execute(_SEQUENCES, {"schema": t.schema, "name": t.name, "relid": t.relid}).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def advance_sequence(t: TableInfo, column: str) -> sql.Composed:
+    """Re-inserted rows keep their ids; the sequence must not hand those ids out again (it may have
+    been reset by TRUNCATE ... RESTART IDENTITY, or never have reached them)."""
+    return sql.SQL("""
+        SELECT setval(%(seq)s::regclass, x.m)
+        FROM (SELECT max({col})::bigint AS m FROM {table}) x
+        WHERE x.m > coalesce(pg_sequence_last_value(%(seq)s::regclass), 0)
+    """).format(col=sql.Identifier(column), table=t.ident)

@@ -95,7 +95,7 @@ def _undo_in(conn: psycopg.Connection, selection: Selection, policy: Policy, exp
     except psycopg.errors.IntegrityError as exc:
         raise Refused(f"the undo broke a constraint and was rolled back: {' '.join(str(exc).split())}") from None
     undo_tx = conn.execute("SELECT rewind.begin_tx()").fetchone()[0]  # type: ignore[index]
-    planner.verify_applied(undo_tx)
+    planner.verify_applied(undo_tx, exact=not fire_triggers)
     result.applied = True
     result.action = undo_tx
     return result

@@ -39,35 +39,39 @@ BEGIN
 END $$;
 
 -- The trigger functions inline the fast check of begin_tx: one plpgsql call less per statement.
+-- Whole-row references are written alias.* and variables carry long names, because a user
+-- column named like an alias (n, o, t) would otherwise be taken instead.
 CREATE OR REPLACE FUNCTION rewind.capture_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    s text := pg_catalog.current_setting('rewind.tx', true);
-    t bigint;
+    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
+    rewind_tx_id bigint;
 BEGIN
-    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        t := pg_catalog.split_part(s, ':', 2)::bigint;
+    IF rewind_tx_setting <> ''
+       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
+        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
     ELSE
-        t := rewind.begin_tx();
+        rewind_tx_id := rewind.begin_tx();
     END IF;
     INSERT INTO rewind.change (tx, tbl, op, after)
-    SELECT t, TG_ARGV[0]::integer, 'I', pg_catalog.to_jsonb(n) FROM new_rows n;
+    SELECT rewind_tx_id, TG_ARGV[0]::integer, 'I', pg_catalog.to_jsonb(n.*) FROM new_rows n;
     RETURN NULL;
 END $$;
 
 CREATE OR REPLACE FUNCTION rewind.capture_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    s text := pg_catalog.current_setting('rewind.tx', true);
-    t bigint;
+    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
+    rewind_tx_id bigint;
 BEGIN
-    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        t := pg_catalog.split_part(s, ':', 2)::bigint;
+    IF rewind_tx_setting <> ''
+       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
+        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
     ELSE
-        t := rewind.begin_tx();
+        rewind_tx_id := rewind.begin_tx();
     END IF;
     INSERT INTO rewind.change (tx, tbl, op, before)
-    SELECT t, TG_ARGV[0]::integer, 'D', pg_catalog.to_jsonb(o) FROM old_rows o;
+    SELECT rewind_tx_id, TG_ARGV[0]::integer, 'D', pg_catalog.to_jsonb(o.*) FROM old_rows o;
     RETURN NULL;
 END $$;
 
@@ -76,18 +80,19 @@ END $$;
 CREATE OR REPLACE FUNCTION rewind.capture_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    s text := pg_catalog.current_setting('rewind.tx', true);
-    t bigint;
+    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
+    rewind_tx_id bigint;
 BEGIN
-    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        t := pg_catalog.split_part(s, ':', 2)::bigint;
+    IF rewind_tx_setting <> ''
+       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
+        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
     ELSE
-        t := rewind.begin_tx();
+        rewind_tx_id := rewind.begin_tx();
     END IF;
     INSERT INTO rewind.change (tx, tbl, op, before, after)
-    SELECT t, TG_ARGV[0]::integer, 'U', a.j, b.j
-    FROM (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(o) AS j FROM old_rows o) a
-    JOIN (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(n) AS j FROM new_rows n) b
+    SELECT rewind_tx_id, TG_ARGV[0]::integer, 'U', a.j, b.j
+    FROM (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(o.*) AS j FROM old_rows o) a
+    JOIN (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(n.*) AS j FROM new_rows n) b
       ON a.rn = b.rn;
     RETURN NULL;
 END $$;
@@ -98,7 +103,7 @@ CREATE OR REPLACE FUNCTION rewind.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     EXECUTE pg_catalog.format(
-        'INSERT INTO rewind.change (tx, tbl, op, before) SELECT $1, $2, ''T'', pg_catalog.to_jsonb(r) FROM ONLY %I.%I r',
+        'INSERT INTO rewind.change (tx, tbl, op, before) SELECT $1, $2, ''T'', pg_catalog.to_jsonb(r.*) FROM ONLY %I.%I r',
         TG_TABLE_SCHEMA, TG_TABLE_NAME)
     USING rewind.begin_tx(), TG_ARGV[0]::integer;
     RETURN NULL;
