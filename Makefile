@@ -22,11 +22,11 @@ $(VENV)/.installed: pyproject.toml
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy journal restore rewind
+	$(BIN)/mypy journal restore backup rewind
 
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy journal restore rewind
+	$(BIN)/mypy journal restore backup rewind
 	$(BIN)/pytest -q
 
 demo: venv

@@ -13,9 +13,11 @@ import journal
 import restore
 from journal import BadInput, RewindError, Selection, parse_time
 from rewind import output
+from rewind.backup_cli import backup_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Journal every write to PostgreSQL, see what each agent did, and undo it.")
+app.add_typer(backup_app, name="backup")
 
 Dsn = Annotated[str, typer.Option("--dsn", envvar="REWIND_DSN", show_envvar=True,
                                   help="Target database (postgresql://...). Shown masked.")]

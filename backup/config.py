@@ -1,0 +1,93 @@
+"""The `[backup]` part of rewind.toml: store, S3 settings, retention and schedules.
+
+```toml
+[backup]
+store = "s3://bucket/rewind"
+dsn = "postgresql://..."          # else REWIND_DSN
+scratch_dsn = "postgresql://..."  # else the same server as dsn
+checks = ["checks/orders.sql"]
+
+[backup.s3]
+endpoint_url = "http://127.0.0.1:9000"
+path_style = true
+sse = "aws:kms"
+kms_key_id = "alias/rewind"
+lock_mode = "COMPLIANCE"
+lock_days = 30
+
+[backup.retention]
+keep_last = 7
+keep_daily = 14
+keep_weekly = 8
+keep_monthly = 12
+
+[backup.schedule]
+create = "0 * * * *"
+verify = "30 3 * * *"
+prune = "0 4 * * *"
+jobstore = "sqlite:////var/lib/rewind/jobs.sqlite"
+```
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backup.stores import StoreOptions
+from journal.errors import BadInput
+
+_S3_KEYS = {"endpoint_url", "region", "path_style", "sse", "kms_key_id", "lock_mode", "lock_days",
+            "multipart_threshold", "part_size", "max_attempts"}
+
+
+@dataclass
+class BackupConfig:
+    path: Path | None = None
+    store: str | None = None
+    dsn: str | None = None
+    scratch_dsn: str | None = None
+    checks: list[Path] = field(default_factory=list)
+    s3: StoreOptions = field(default_factory=StoreOptions)
+    retention: dict[str, int] = field(default_factory=dict)
+    schedule: dict[str, str] = field(default_factory=dict)
+    jobstore: str | None = None
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("REWIND_CONFIG", "rewind.toml"))
+
+
+def load(path: Path | None = None) -> BackupConfig:
+    """Read rewind.toml if present (a missing default file is fine; a missing named one is not)."""
+    explicit = path is not None or "REWIND_CONFIG" in os.environ
+    p = path or default_path()
+    if not p.is_file():
+        if explicit:
+            raise BadInput(f"config file {p} not found")
+        return BackupConfig()
+    try:
+        doc = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"cannot read {p}: {exc}") from None
+    section: dict[str, Any] = doc.get("backup", {})
+    cfg = BackupConfig(path=p, store=section.get("store"), dsn=section.get("dsn"),
+                       scratch_dsn=section.get("scratch_dsn"))
+    cfg.checks = [(p.parent / c) for c in section.get("checks", [])]
+    s3 = section.get("s3", {})
+    unknown = set(s3) - _S3_KEYS
+    if unknown:
+        raise BadInput(f"{p}: unknown [backup.s3] setting(s): {', '.join(sorted(unknown))}")
+    cfg.s3 = StoreOptions(**s3)
+    cfg.retention = {k: int(v) for k, v in section.get("retention", {}).items()}
+    sched = dict(section.get("schedule", {}))
+    cfg.jobstore = sched.pop("jobstore", None)
+    unknown = set(sched) - {"create", "verify", "prune"}
+    if unknown:
+        raise BadInput(f"{p}: unknown [backup.schedule] job(s): {', '.join(sorted(unknown))} "
+                       "(create, verify, prune)")
+    cfg.schedule = {k: str(v) for k, v in sched.items()}
+    return cfg
