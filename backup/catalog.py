@@ -64,7 +64,7 @@ def list_snapshots(store: Store, *, with_verified: bool = True) -> list[Snapshot
             except mf.CorruptObject:
                 info.verified = False
         found.append(info)
-    return sorted(found, key=lambda s: s.id, reverse=True)
+    return sorted(found, key=lambda s: (s.created_at, s.id), reverse=True)
 
 
 def resolve(store: Store, which: str) -> SnapshotInfo:

@@ -105,6 +105,7 @@ def create(dsn: Dsn = None, store: StoreUrl = None, as_json: Json = False) -> No
 def list_cmd(store: StoreUrl = None, as_json: Json = False) -> None:
     """Snapshots, newest first, with the outcome of their latest verification."""
     st = _store(store)
+    st.preflight()
     snaps = backup.list_snapshots(st)
     if as_json:
         output.emit_json([s.as_json() for s in snaps])
@@ -153,3 +154,45 @@ def verify(
         output.out.print(f"snapshot [bold]{result.id}[/] verified: restored {result.tables} table(s), "
                          f"{result.rows} row(s) match the manifest; {len(result.checks)} check(s) passed "
                          f"({result.duration_s:.1f}s)")
+
+
+@backup_app.command(name="check-store")
+def check_store(store: StoreUrl = None, as_json: Json = False) -> None:
+    """Write a small locked object and try to delete its version: is immutability enforced? Exit 1 if not."""
+    report = backup.check_store(_store(store))
+    if not report["enforced"]:
+        raise Refused(f"{report['store']}: immutability NOT enforced: {report['detail']}", payload=report)
+    if as_json:
+        output.emit_json(report)
+    else:
+        output.out.print(f"{report['store']}: immutability enforced: {report['detail']}")
+
+
+@backup_app.command()
+def prune(store: StoreUrl = None,
+          keep_last: Annotated[int | None, typer.Option("--keep-last", help="Keep the newest N.")] = None,
+          keep_daily: Annotated[int | None, typer.Option("--keep-daily", help="Newest of each of the last N "
+                                                         "days that have one.")] = None,
+          keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", help="Newest of each of N weeks.")] = None,
+          keep_monthly: Annotated[int | None, typer.Option("--keep-monthly", help="Newest of each of N "
+                                                           "months.")] = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")] = False,
+          as_json: Json = False) -> None:
+    """Grandfather-father-son retention; never deletes the newest verified snapshot."""
+    cfg = _config()
+    given = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
+             "keep_monthly": keep_monthly}
+    rule = backup.Retention(**{k: (v if v is not None else cfg.retention.get(k, 0)) for k, v in given.items()})
+    result = backup.prune(_store(store), rule, dry_run=dry_run)
+    if as_json:
+        output.emit_json(result.as_json())
+        return
+    for snap_id, reasons in result.keep.items():
+        output.out.print(f"keep   {snap_id}  ({', '.join(reasons)})")
+    for snap_id in result.delete:
+        if dry_run:
+            output.out.print(f"delete {snap_id}  (dry run)")
+        elif snap_id in result.locked:
+            output.out.print(f"kept   {snap_id}  [yellow]{result.locked[snap_id]}[/]")
+        else:
+            output.out.print(f"[red]deleted[/] {snap_id}")

@@ -118,8 +118,8 @@ class S3Store(Store):
         self._refuse_existing(key)
         sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
         with self._errors(f"writing {key}"):
-            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ChecksumSHA256=sha,
-                                   **self._write_args())
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data,
+                                   ChecksumAlgorithm="SHA256", ChecksumSHA256=sha, **self._write_args())
 
     def put_file(self, key: str, path: Path, *, sha256: str, progress: Progress | None = None) -> None:
         self._refuse_existing(key)
@@ -129,7 +129,7 @@ class S3Store(Store):
                 sha = base64.b64encode(bytes.fromhex(sha256)).decode()
                 with open(path, "rb") as body:
                     self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=body,
-                                           ChecksumSHA256=sha, **self._write_args())
+                                           ChecksumAlgorithm="SHA256", ChecksumSHA256=sha, **self._write_args())
                 if progress:
                     progress(size)
                 return
