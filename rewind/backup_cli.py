@@ -196,3 +196,55 @@ def prune(store: StoreUrl = None,
             output.out.print(f"kept   {snap_id}  [yellow]{result.locked[snap_id]}[/]")
         else:
             output.out.print(f"[red]deleted[/] {snap_id}")
+
+
+schedule_app = typer.Typer(help="Cron schedules for create, verify and prune from rewind.toml [backup.schedule].")
+backup_app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.callback(invoke_without_command=True)
+def schedule(ctx: typer.Context, as_json: Json = False) -> None:
+    """Show each scheduled job's cron expression and next run time."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from backup import schedule as sched
+
+    runs = sched.next_runs(_config())
+    if as_json:
+        output.emit_json(runs)
+    elif not runs:
+        output.out.print("no jobs: add cron expressions under [backup.schedule] in rewind.toml")
+    for r in [] if as_json else runs:
+        output.out.print(f"{r['job']:7} {r['cron']:20} next run {r['next_run']:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@schedule_app.command(name="run")
+def schedule_run(
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on "
+                                                     "127.0.0.1:PORT.")] = None,
+    jobstore: Annotated[str | None, typer.Option("--jobstore", help="SQLAlchemy URL of the persistent job "
+                                                 "store (default [backup.schedule] jobstore).")] = None,
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+    import logging
+    import signal
+    import threading
+
+    from backup import schedule as sched
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = _config()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=sched.REGISTRY)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    scheduler = sched.start_scheduler(cfg, jobstore=jobstore)
+    for r in sched.next_runs(cfg):
+        output.err.print(f"{r['job']:7} {r['cron']:20} next run {r['next_run']:%Y-%m-%d %H:%M:%S %Z}")
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
