@@ -1,0 +1,115 @@
+"""Snapshot benchmark: `rewind backup create` vs plain `pg_dump -Fc`, and `rewind backup verify`
+vs plain `pg_restore` into a new database, on the same pgbench scale-20 database in one run.
+
+One throwaway cluster (durable settings). Both sides use the same pg_dump/pg_restore binaries
+(REWIND_PG_BINDIR is set to the cluster's). Timed per repeat, order alternating:
+- create:   `python -m rewind backup create --dsn ... --store file:///...` (a whole CLI process:
+            exported snapshot, pg_dump, per-table counts and hashes in parallel, SHA-256, copy
+            into the store, manifest) vs `pg_dump -Fc -f file`;
+- verify:   `python -m rewind backup verify --store ... ID --scratch-dsn ...` (download, SHA-256,
+            create scratch database, pg_restore, recompute and compare, drop) vs
+            `CREATE DATABASE` + `pg_restore -d` of the plain dump (its DROP not timed).
+Medians; ratios printed last. Targets: create <= 1.3x, verify <= 1.6x.
+
+    .venv/bin/python bench/snapshot.py                 # scale 20, 3 repeats
+    .venv/bin/python bench/snapshot.py --scale 2 --repeat 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from rewind.devdb import Cluster
+
+SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "256MB",
+            "max_wal_size": "4GB"}
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return elapsed, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    rewind_cmd = [sys.executable, "-m", "rewind"]
+    with Cluster(settings=SETTINGS) as cluster, tempfile.TemporaryDirectory(prefix="rewind-bench-") as tmp:
+        env = {**os.environ, "PGPASSWORD": cluster.password, "REWIND_PG_BINDIR": str(cluster.bindir)}
+        src = cluster.create_database("bench")
+        t = time.perf_counter()
+        subprocess.run([cluster.bin("pgbench"), "-i", "-q", "-s", str(args.scale), "-d", src], env=env, check=True,
+                       capture_output=True)
+        with psycopg.connect(src, autocommit=True) as c:
+            c.execute("VACUUM ANALYZE")
+            c.execute("CHECKPOINT")
+            size = c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
+        print(f"pgbench scale {args.scale}: {size[0] if size else '?'} loaded in {time.perf_counter() - t:.1f}s",
+              flush=True)
+        store = (Path(tmp) / "store").as_uri()
+        results: dict[str, list[float]] = {"pg_dump": [], "create": [], "pg_restore": [], "verify": []}
+        for i in range(args.repeat):
+            plain = Path(tmp) / f"plain{i}.pgc"
+
+            def baseline_dump(plain: Path = plain) -> None:
+                results["pg_dump"].append(timed([cluster.bin("pg_dump"), "-Fc", "-f", str(plain), "-d", src],
+                                                env)[0])
+
+            snap: dict[str, str] = {}
+
+            def rewind_create(snap: dict[str, str] = snap) -> None:
+                elapsed, out = timed([*rewind_cmd, "backup", "create", "--dsn", src, "--store", store, "--json"],
+                                     env)
+                results["create"].append(elapsed)
+                snap["id"] = json.loads(out)["id"]
+
+            for step in ((baseline_dump, rewind_create) if i % 2 == 0 else (rewind_create, baseline_dump)):
+                step()
+            name = f"restored_{i}"
+
+            def baseline_restore(plain: Path = plain, name: str = name) -> None:
+                t = time.perf_counter()
+                with psycopg.connect(cluster.dsn(), autocommit=True) as c:
+                    c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+                timed([cluster.bin("pg_restore"), "-d", cluster.dsn(name), str(plain)], env)
+                results["pg_restore"].append(time.perf_counter() - t)
+                cluster.drop_database(name)
+
+            def rewind_verify(snap: dict[str, str] = snap) -> None:
+                elapsed, out = timed([*rewind_cmd, "backup", "verify", "--store", store, snap["id"],
+                                      "--scratch-dsn", cluster.dsn(), "--json"], env)
+                res = json.loads(out)
+                assert res["ok"], res
+                results["verify"].append(elapsed)
+                print(f"  verify timings: {res['timings']}", flush=True)
+
+            for step in ((baseline_restore, rewind_verify) if i % 2 == 0 else (rewind_verify, baseline_restore)):
+                step()
+            print(f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"dump size: plain {plain.stat().st_size} bytes")
+        print(f"medians: pg_dump -Fc {med['pg_dump']:.2f}s, rewind backup create {med['create']:.2f}s, "
+              f"pg_restore {med['pg_restore']:.2f}s, rewind backup verify {med['verify']:.2f}s")
+        print(f"create/pg_dump = {med['create'] / med['pg_dump']:.2f}x (target <= 1.3x); "
+              f"verify/pg_restore = {med['verify'] / med['pg_restore']:.2f}x (target <= 1.6x)")
+
+
+if __name__ == "__main__":
+    main()
