@@ -303,3 +303,21 @@ def test_order_follows_time_across_long_lived_connections(shop: str, conn: psyco
     assert conn.execute("SELECT id, name FROM customers WHERE id IN (1, 2) ORDER BY id").fetchall() == [
         (1, "customer 1"), (2, "alice")]
     assert table_state(conn, "orders") == orders_before  # the cascaded orders are back
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("CREATE RULE keep AS ON INSERT TO orders DO INSTEAD NOTHING", "touched other rows than planned"),
+    ("CREATE RULE echo AS ON INSERT TO orders DO ALSO INSERT INTO audit VALUES (NEW.id)", "outside its plan"),
+])
+def test_undo_proves_it_did_exactly_the_plan(shop: str, conn: psycopg.Connection[Any],
+                                             capsys: pytest.CaptureFixture[str], rule: str, message: str) -> None:
+    """Rules rewrite statements behind the undo's back: it must notice, refuse and roll back."""
+    conn.execute("CREATE TABLE audit (order_id int)")
+    rewind(capsys, "track", "--dsn", shop, "audit")
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM orders WHERE id IN (101, 102)")
+    conn.execute(rule)
+    before = table_state(conn, "orders"), table_state(conn, "audit")
+    code, out, err = rewind(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--yes")
+    assert code == 1 and message in err
+    assert (table_state(conn, "orders"), table_state(conn, "audit")) == before
