@@ -132,7 +132,9 @@ def plan_keyed(t: TableInfo, ops: set[str]) -> sql.Composed:
 
     The events are sorted once by (key, id) and aggregated in that order, which PostgreSQL
     preserves for plain aggregates over a sorted subquery; ordered aggregates would sort each
-    group on its own, a million tiny sorts for a million-row undo."""
+    group on its own, a million tiny sorts for a million-row undo. Key order also keeps the
+    re-inserts in index order (sorting by a hash of the key instead was measured slower twice
+    over: scattered index inserts)."""
     return sql.SQL("""
         INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_id)
         SELECT %(tbl)s, n.key,

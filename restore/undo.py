@@ -33,25 +33,17 @@ class UndoResult:
                 "tables": self.tables}
 
 
-class _Rollback(Exception):
-    pass
-
-
 def preview(dsn: str, selection: Selection, *, policy: Policy = Policy.ABORT, with_sql: bool = False) -> Plan:
     """The plan an undo of this selection would apply now; changes nothing."""
     selection.require_narrow()
     with connect(dsn, autocommit=False) as conn:
         require_installed(conn)
-        try:
-            with conn.transaction():
-                planner = Planner(conn, selection, policy)
-                planner.select()
-                planner.build()
-                plan = planner.summary(with_sql=with_sql)
-                raise _Rollback
-        except _Rollback:
-            pass
-    return plan
+        with conn.transaction(force_rollback=True):
+            planner = Planner(conn, selection, policy)
+            planner.select()
+            planner.build()
+            return planner.summary(with_sql=with_sql)
+    raise AssertionError("unreachable")
 
 
 def undo(dsn: str, selection: Selection, *, policy: Policy = Policy.ABORT, plan: str | None = None,
