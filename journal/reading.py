@@ -131,7 +131,7 @@ SELECT c.id, c.tx, k.schema_name || '.' || k.table_name AS tbl, k.key_columns, c
        c.before, c.after, c.at, t.actor
 FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl JOIN rewind.tx t ON t.id = c.tx
 WHERE {where}
-ORDER BY c.id
+ORDER BY c.pos, c.id
 LIMIT %(limit)s
 """
 

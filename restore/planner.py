@@ -34,7 +34,7 @@ CREATE TEMP TABLE rw_plan (
     expected   jsonb,                 -- the row as the selection left it
     target     jsonb,                 -- the row as it was before the selection
     actual     jsonb,                 -- the row as it is now
-    first_id   bigint NOT NULL,
+    first_pos  bigint NOT NULL,           -- journal position of the selection's first change
     changed_by text[],
     later_cols text[],
     conflict   text,
@@ -49,7 +49,7 @@ SELECT t.id FROM rewind.tx t WHERE {tx_filter}
 
 _TABLES = """
 SELECT k.id, k.relid, k.schema_name, k.table_name, k.key_columns, k.untracked_at IS NOT NULL,
-       k.dropped_at IS NOT NULL, min(c.id), array_agg(DISTINCT c.op::text)
+       k.dropped_at IS NOT NULL, min(c.pos), array_agg(DISTINCT c.op::text)
 FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl
 WHERE c.tx = ANY(%(txs)s) AND {table_filter}
 GROUP BY k.id
@@ -83,13 +83,13 @@ FROM rw_plan
 
 # The undo's journal, written from the plan in the order the statements ran.
 _JOURNAL_PLAN = """
-INSERT INTO rewind.change (tx, tbl, op, before, after)
-SELECT %(undo_tx)s, p.tbl, p.action,
+INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
+SELECT %(undo_tx)s, (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, p.tbl, p.action,
        CASE WHEN p.action IN ('D', 'U') THEN p.expected END,
        CASE WHEN p.action IN ('I', 'U') THEN p.target END
 FROM rw_plan p CROSS JOIN LATERAL generate_series(1, p.n) g
 WHERE p.apply AND p.action IN ('I', 'U', 'D')
-ORDER BY CASE p.action WHEN 'D' THEN 0 WHEN 'U' THEN 1 ELSE 2 END, p.first_id
+ORDER BY CASE p.action WHEN 'D' THEN 0 WHEN 'U' THEN 1 ELSE 2 END, p.first_pos
 """
 
 _COUNTS = """
@@ -104,10 +104,10 @@ WHERE conflict IS NOT NULL ORDER BY tbl, key::text LIMIT %(limit)s
 _SAMPLES = """
 SELECT g.tbl, g.action::text, s.key, s.expected, s.target
 FROM (SELECT DISTINCT tbl, action FROM rw_plan WHERE apply AND action <> 'N') g
-CROSS JOIN LATERAL (SELECT p.key, p.expected, p.target, p.first_id FROM rw_plan p
+CROSS JOIN LATERAL (SELECT p.key, p.expected, p.target, p.first_pos FROM rw_plan p
                     WHERE p.tbl = g.tbl AND p.action = g.action AND p.apply
-                    ORDER BY p.first_id LIMIT %(per_table)s) s
-ORDER BY g.tbl, g.action, s.first_id
+                    ORDER BY p.first_pos LIMIT %(per_table)s) s
+ORDER BY g.tbl, g.action, s.first_pos
 """
 
 _OP_NAMES = {"I": "insert", "U": "update", "D": "delete"}
@@ -172,7 +172,7 @@ class Planner:
         self.policy = policy
         self.tables: dict[int, TableInfo] = {}
         self.txs: list[int] = []
-        self.min_ids: dict[int, int] = {}
+        self.min_pos: dict[int, int] = {}
         self.ops: dict[int, set[str]] = {}
 
     def select(self) -> None:
@@ -182,14 +182,14 @@ class Planner:
         if not self.txs:
             raise BadInput("empty selection: no journaled changes match")
         q = sql.SQL(_TABLES).format(table_filter=sel.table_filter("c"))
-        for tbl, relid, schema, name, key, untracked, dropped, min_id, ops in self.conn.execute(
+        for tbl, relid, schema, name, key, untracked, dropped, min_pos, ops in self.conn.execute(
                 q, {**sel.params(), "txs": self.txs}):
             if dropped or relid is None:
                 raise Refused(f"table {schema}.{name} was dropped; it cannot be undone row by row")
             if untracked:
                 raise Refused(f"table {schema}.{name} is no longer tracked; track it again to undo on it")
             self.tables[tbl] = TableInfo.load(self.conn, tbl, relid, schema, name, key)
-            self.min_ids[tbl] = min_id
+            self.min_pos[tbl] = min_pos
             self.ops[tbl] = set(ops)
 
     def lock(self) -> None:
@@ -206,12 +206,12 @@ class Planner:
             self.conn.execute("SET LOCAL temp_buffers = '256MB'")
         self.conn.execute(_PLAN_TABLE)
         for t in self.tables.values():
-            params = {"tbl": t.tbl, "txs": self.txs, "min_id": self.min_ids[t.tbl]}
+            params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
             ops = self.ops[t.tbl]
             self.conn.execute(st.plan_keyed(t, ops) if t.key else st.plan_keyless(t, ops), params)
         self.conn.execute("ANALYZE rw_plan")
         for t in self.tables.values():
-            params = {"tbl": t.tbl, "txs": self.txs, "min_id": self.min_ids[t.tbl]}
+            params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
             if t.key:
                 self.conn.execute(st.later_writers(t), params)
                 if t.session_dependent:
@@ -267,8 +267,8 @@ class Planner:
         else:
             actors = [r[0] for r in self.conn.execute(
                 "SELECT DISTINCT x.actor FROM rewind.change c JOIN rewind.tx x ON x.id = c.tx "
-                "WHERE c.tbl = %s AND c.id > %s AND NOT (c.tx = ANY(%s))",
-                (child_tbl, self.min_ids[t.tbl], self.txs))] or ["(unjournaled write)"]
+                "WHERE c.tbl = %s AND c.pos >= %s AND NOT (c.tx = ANY(%s))",
+                (child_tbl, self.min_pos[t.tbl], self.txs))] or ["(unjournaled write)"]
         self.conn.execute("UPDATE rw_plan SET changed_by = ARRAY(SELECT DISTINCT unnest("
                           "coalesce(changed_by, '{}') || %s::text[])) WHERE tbl = %s AND key = %s::jsonb",
                           (actors, t.tbl, pkey))

@@ -112,16 +112,16 @@ def events(t: TableInfo, ops: set[str]) -> sql.Composed:
     where = sql.SQL("c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s")
     arms: list[sql.Composable] = []
     if "U" in ops:
-        arms.append(sql.SQL("SELECT c.id, {kb} AS key, c.before, CASE WHEN {same} THEN c.after END AS after "
+        arms.append(sql.SQL("SELECT c.pos, c.id, {kb} AS key, c.before, CASE WHEN {same} THEN c.after END AS after "
                             "FROM rewind.change c WHERE {w} AND c.op = 'U'").format(kb=kb, same=same, w=where))
-        arms.append(sql.SQL("SELECT c.id, {ka}, NULL::jsonb, c.after "
+        arms.append(sql.SQL("SELECT c.pos, c.id, {ka}, NULL::jsonb, c.after "
                             "FROM rewind.change c WHERE {w} AND c.op = 'U' AND NOT ({same})").format(
             ka=ka, same=same, w=where))
     if "I" in ops:
-        arms.append(sql.SQL("SELECT c.id, {ka} AS key, NULL::jsonb AS before, c.after "
+        arms.append(sql.SQL("SELECT c.pos, c.id, {ka} AS key, NULL::jsonb AS before, c.after "
                             "FROM rewind.change c WHERE {w} AND c.op = 'I'").format(ka=ka, w=where))
     if ops & {"D", "T"}:
-        arms.append(sql.SQL("SELECT c.id, {kb} AS key, c.before, NULL::jsonb AS after "
+        arms.append(sql.SQL("SELECT c.pos, c.id, {kb} AS key, c.before, NULL::jsonb AS after "
                             "FROM rewind.change c WHERE {w} AND c.op IN ('D', 'T')").format(kb=kb, w=where))
     return sql.SQL(" UNION ALL ").join(arms)
 
@@ -130,23 +130,23 @@ def plan_keyed(t: TableInfo, ops: set[str]) -> sql.Composed:
     """Fill rw_plan for a table with a key: per row, the state before the selection's first
     change (target) and after its last (expected), and the row as it is now (actual).
 
-    The events are sorted once by (key, id) and aggregated in that order, which PostgreSQL
+    The events are sorted once by (key, pos, id) and aggregated in that order, which PostgreSQL
     preserves for plain aggregates over a sorted subquery; ordered aggregates would sort each
     group on its own, a million tiny sorts for a million-row undo. Key order also keeps the
     re-inserts in index order (sorting by a hash of the key instead was measured slower twice
     over: scattered index inserts)."""
     return sql.SQL("""
-        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_id)
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
         SELECT %(tbl)s, n.key,
                CASE WHEN n.first_before IS NOT DISTINCT FROM n.last_after THEN 'N'
                     WHEN n.last_after IS NULL THEN 'I'
                     WHEN n.first_before IS NULL THEN 'D'
                     ELSE 'U' END,
-               1, n.last_after, n.first_before, to_jsonb(cur.*), n.first_id
-        FROM (SELECT e.key, min(e.id) AS first_id,
+               1, n.last_after, n.first_before, to_jsonb(cur.*), n.first_pos
+        FROM (SELECT e.key, min(e.pos) AS first_pos,
                      (array_agg(e.before))[1] AS first_before,
                      (array_agg(e.after))[count(*)] AS last_after
-              FROM (SELECT * FROM ({events}) x ORDER BY x.key, x.id) e GROUP BY e.key) n
+              FROM (SELECT * FROM ({events}) x ORDER BY x.key, x.pos, x.id) e GROUP BY e.key) n
         LEFT JOIN {table} cur ON {cur_key} = {net_key}
     """).format(events=events(t, ops), table=t.ident, cur_key=_row_key(t, "cur"),
                 net_key=_typed_key(t, sql.SQL("n.key")))
@@ -165,12 +165,12 @@ def plan_keyless(t: TableInfo, ops: set[str]) -> sql.Composed:
     """Fill rw_plan for a table without a key: rows are a multiset of whole-row images, and the
     undo removes the copies the selection added and puts back the ones it removed."""
     return sql.SQL("""
-        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_id)
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
         SELECT %(tbl)s, n.key, CASE WHEN n.d > 0 THEN 'D' ELSE 'I' END, abs(n.d),
                CASE WHEN n.d > 0 THEN n.key END, CASE WHEN n.d < 0 THEN n.key END,
                CASE WHEN n.d > 0 THEN jsonb_build_object('copies', coalesce(have.copies, 0)) END,
-               n.first_id
-        FROM (SELECT e.key, sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) AS d, min(e.id) AS first_id
+               n.first_pos
+        FROM (SELECT e.key, sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) AS d, min(e.pos) AS first_pos
               FROM ({events}) e GROUP BY e.key HAVING sum(CASE WHEN e.after IS NULL THEN -1 ELSE 1 END) <> 0) n
         LEFT JOIN (SELECT to_jsonb(cur.*) AS image, count(*) AS copies FROM {table} cur GROUP BY 1) have
                ON have.image = n.key
@@ -183,16 +183,16 @@ def later_writers(t: TableInfo) -> sql.Composed:
     kb, ka = _key_of(t, sql.SQL("c.before")), _key_of(t, sql.SQL("c.after"))
     return sql.SQL("""
         UPDATE rw_plan p SET changed_by = f.actors, later_cols = f.cols
-        FROM (SELECT v.k AS key, max(c.id) AS last_id, array_agg(DISTINCT t.actor) AS actors,
+        FROM (SELECT v.k AS key, max(c.pos) AS last_pos, array_agg(DISTINCT t.actor) AS actors,
                      array_agg(DISTINCT col) FILTER (WHERE col IS NOT NULL) AS cols
               FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx
               CROSS JOIN LATERAL (VALUES ({kb}), ({ka})) v(k)
               LEFT JOIN LATERAL (
                   SELECT j.col FROM jsonb_object_keys(coalesce(c.after, c.before)) j(col)
                   WHERE c.before -> j.col IS DISTINCT FROM c.after -> j.col) d ON true
-              WHERE c.tbl = %(tbl)s AND c.id > %(min_id)s AND NOT (c.tx = ANY(%(txs)s)) AND v.k IS NOT NULL
+              WHERE c.tbl = %(tbl)s AND c.pos >= %(min_pos)s AND NOT (c.tx = ANY(%(txs)s)) AND v.k IS NOT NULL
               GROUP BY v.k) f
-        WHERE p.tbl = %(tbl)s AND p.key = f.key AND f.last_id > p.first_id
+        WHERE p.tbl = %(tbl)s AND p.key = f.key AND f.last_pos > p.first_pos
     """).format(kb=kb, ka=ka)
 
 

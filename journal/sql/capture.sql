@@ -46,6 +46,7 @@ LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
     rewind_tx_id bigint;
+    rewind_pos bigint := (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
 BEGIN
     IF rewind_tx_setting <> ''
        AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
@@ -53,8 +54,8 @@ BEGIN
     ELSE
         rewind_tx_id := rewind.begin_tx();
     END IF;
-    INSERT INTO rewind.change (tx, tbl, op, after)
-    SELECT rewind_tx_id, TG_ARGV[0]::integer, 'I', pg_catalog.to_jsonb(n.*) FROM new_rows n;
+    INSERT INTO rewind.change (tx, pos, tbl, op, after)
+    SELECT rewind_tx_id, rewind_pos, TG_ARGV[0]::integer, 'I', pg_catalog.to_jsonb(n.*) FROM new_rows n;
     RETURN NULL;
 END $$;
 
@@ -63,6 +64,7 @@ LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
     rewind_tx_id bigint;
+    rewind_pos bigint := (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
 BEGIN
     IF rewind_tx_setting <> ''
        AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
@@ -70,8 +72,8 @@ BEGIN
     ELSE
         rewind_tx_id := rewind.begin_tx();
     END IF;
-    INSERT INTO rewind.change (tx, tbl, op, before)
-    SELECT rewind_tx_id, TG_ARGV[0]::integer, 'D', pg_catalog.to_jsonb(o.*) FROM old_rows o;
+    INSERT INTO rewind.change (tx, pos, tbl, op, before)
+    SELECT rewind_tx_id, rewind_pos, TG_ARGV[0]::integer, 'D', pg_catalog.to_jsonb(o.*) FROM old_rows o;
     RETURN NULL;
 END $$;
 
@@ -82,6 +84,7 @@ LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
     rewind_tx_id bigint;
+    rewind_pos bigint := (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
 BEGIN
     IF rewind_tx_setting <> ''
        AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
@@ -89,8 +92,8 @@ BEGIN
     ELSE
         rewind_tx_id := rewind.begin_tx();
     END IF;
-    INSERT INTO rewind.change (tx, tbl, op, before, after)
-    SELECT rewind_tx_id, TG_ARGV[0]::integer, 'U', a.j, b.j
+    INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
+    SELECT rewind_tx_id, rewind_pos, TG_ARGV[0]::integer, 'U', a.j, b.j
     FROM (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(o.*) AS j FROM old_rows o) a
     JOIN (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(n.*) AS j FROM new_rows n) b
       ON a.rn = b.rn;
@@ -103,9 +106,10 @@ CREATE OR REPLACE FUNCTION rewind.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     EXECUTE pg_catalog.format(
-        'INSERT INTO rewind.change (tx, tbl, op, before) SELECT $1, $2, ''T'', pg_catalog.to_jsonb(r.*) FROM ONLY %I.%I r',
+        'INSERT INTO rewind.change (tx, pos, tbl, op, before) SELECT $1, $3, $2, ''T'', pg_catalog.to_jsonb(r.*) FROM ONLY %I.%I r',
         TG_TABLE_SCHEMA, TG_TABLE_NAME)
-    USING rewind.begin_tx(), TG_ARGV[0]::integer;
+    USING rewind.begin_tx(), TG_ARGV[0]::integer,
+          (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
     RETURN NULL;
 END $$;
 

@@ -38,13 +38,16 @@ CREATE TABLE rewind.tx (
     committed_at timestamptz
 );
 
--- CACHE 1: ids must follow time across sessions (a per-session cache would interleave blocks),
--- because the planner orders a row's changes and finds later writers by id.
-CREATE SEQUENCE rewind.change_id_seq;
+CREATE SEQUENCE rewind.change_id_seq CACHE 1000;
 
 -- One row per changed row. op: I insert, U update, D delete, T truncate (before image kept).
+-- Order is (pos, id). pos is the WAL insert position when the statement was journaled: a later
+-- writer of the same row waited for the earlier one to commit, so its pos is greater, whatever
+-- session it ran in. id (from a per-session sequence cache, so no global lock per row) orders
+-- the rows of one session. Ordering by id alone would interleave sessions' cache blocks.
 CREATE TABLE rewind.change (
     id      bigint NOT NULL DEFAULT nextval('rewind.change_id_seq'),
+    pos     bigint NOT NULL,
     tx      bigint NOT NULL,
     tbl     integer NOT NULL,
     op      "char" NOT NULL,
@@ -53,7 +56,7 @@ CREATE TABLE rewind.change (
     at      timestamptz NOT NULL DEFAULT statement_timestamp()
 );
 ALTER SEQUENCE rewind.change_id_seq OWNED BY rewind.change.id;
-CREATE INDEX change_id_brin ON rewind.change USING brin (id);
+CREATE INDEX change_pos_brin ON rewind.change USING brin (pos);
 CREATE INDEX change_tx_brin ON rewind.change USING brin (tx);
 
 -- DDL on tracked tables (and CREATE in tracked schemas), with the action that ran it.
