@@ -11,10 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import rewind, rewind_json
+from interrupting_store import DiesBeforeManifest
 
 import backup
 from backup import manifest as mf
-from backup.stores import ObjectExists, Store
+from backup.stores import ObjectExists
 from backup.stores.local import LocalStore
 from journal.errors import BadInput
 from rewind.devdb import Cluster
@@ -196,38 +197,10 @@ def test_bad_store_urls(shop: str, capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 2 and "store URL" in err, err
 
 
-class _DiesBeforeManifest(Store):
-    """The local store, interrupted right before the manifest is written."""
-
-    def __init__(self, inner: LocalStore) -> None:
-        self.inner, self.url = inner, inner.url
-
-    def put_file(self, key: str, path: Path, *, sha256: str, progress: Any = None) -> None:
-        self.inner.put_file(key, path, sha256=sha256, progress=progress)
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        raise KeyboardInterrupt
-
-    def get_file(self, key: str, dest: Path) -> None:
-        self.inner.get_file(key, dest)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.inner.get_bytes(key)
-
-    def list(self, prefix: str = "") -> list[Any]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def check_immutability(self) -> dict[str, Any]:
-        return self.inner.check_immutability()
-
-
 def test_interrupted_snapshot_is_not_listed(shop: str, tmp_path: Path) -> None:
     inner = LocalStore(tmp_path / "s")
     with pytest.raises(KeyboardInterrupt):
-        backup.create_snapshot(shop, _DiesBeforeManifest(inner))
+        backup.create_snapshot(shop, DiesBeforeManifest(inner, KeyboardInterrupt()))
     assert [o.key.endswith("dump.pgc") for o in inner.list()] == [True]
     assert backup.list_snapshots(inner) == []
     with pytest.raises(BadInput, match="no snapshots"):

@@ -14,11 +14,12 @@ import psycopg
 import pytest
 import s3_fixtures
 from helpers import rewind, rewind_json
+from interrupting_store import DiesBeforeManifest
 from s3_fixtures import S3
 
 import backup
 from backup import manifest as mf
-from backup.stores import ObjectExists, Store, StoreOptions
+from backup.stores import ObjectExists, StoreOptions
 from backup.stores.s3 import S3Store
 
 moto_endpoint = s3_fixtures.moto_endpoint
@@ -72,37 +73,11 @@ def test_corrupted_object_on_s3_fails_verify_naming_it(db: str, s3: S3, capsys: 
     assert json.loads(out)["problems"] == [f"object {snap_id}/dump.pgc: SHA-256 mismatch (stored object is corrupt)"]
 
 
-class _DiesBeforeManifest(Store):
-    def __init__(self, inner: Store) -> None:
-        self.inner, self.url = inner, inner.url
-
-    def put_file(self, key: str, path: Path, *, sha256: str, progress: Any = None) -> None:
-        self.inner.put_file(key, path, sha256=sha256, progress=progress)
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        raise ConnectionResetError("endpoint went away")
-
-    def get_file(self, key: str, dest: Path) -> None:
-        self.inner.get_file(key, dest)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.inner.get_bytes(key)
-
-    def list(self, prefix: str = "") -> list[Any]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def check_immutability(self) -> dict[str, Any]:
-        return self.inner.check_immutability()
-
-
 def test_interrupted_upload_leaves_nothing_listed(db: str, s3: S3, capsys: pytest.CaptureFixture[str]) -> None:
     bucket = s3.bucket()
     store = backup.open_store(f"s3://{bucket}/p")
     with pytest.raises(ConnectionResetError):
-        backup.create_snapshot(db, _DiesBeforeManifest(store))
+        backup.create_snapshot(db, DiesBeforeManifest(store, ConnectionResetError("endpoint went away")))
     assert len(store.list()) == 1  # the dump is there...
     code, listed = rewind_json(capsys, "backup", "list", "--store", f"s3://{bucket}/p")
     assert code == 0 and listed == []  # ...but no snapshot exists without its manifest

@@ -7,8 +7,9 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from backup.stores import DeleteRefused, NotFound, ObjectExists, Progress, Store, StoredObject
 from journal.errors import BadInput
@@ -57,27 +58,26 @@ class LocalStore(Store):
         return final.parent / f"{_TMP}{uuid.uuid4().hex}"
 
     def put_file(self, key: str, path: Path, *, sha256: str, progress: Progress | None = None) -> None:
-        final = self._path(key)
-        tmp = self._tmp(final)
-        try:
-            with open(path, "rb") as src, open(tmp, "xb") as dst:
+        def copy(dst: BinaryIO) -> None:
+            with open(path, "rb") as src:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
                     if progress:
                         progress(len(chunk))
-                dst.flush()
-                os.fsync(dst.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._publish(tmp, final)
+
+        self._write_new(key, copy)
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        self._write_new(key, lambda dst: dst.write(data))
+
+    def _write_new(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Write beside the final name, make it durable, then publish: a key appears whole or not
+        at all, and an interrupted write leaves nothing behind."""
         final = self._path(key)
         tmp = self._tmp(final)
         try:
             with open(tmp, "xb") as dst:
-                dst.write(data)
+                fill(dst)
                 dst.flush()
                 os.fsync(dst.fileno())
         except BaseException:
