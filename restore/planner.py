@@ -49,7 +49,8 @@ SELECT t.id FROM rewind.tx t WHERE {tx_filter}
 
 _TABLES = """
 SELECT k.id, k.relid, k.schema_name, k.table_name, k.key_columns, k.untracked_at IS NOT NULL,
-       k.dropped_at IS NOT NULL, min(c.pos), array_agg(DISTINCT c.op::text)
+       k.dropped_at IS NOT NULL, min(c.pos), array_agg(DISTINCT c.op::text),
+       min(c.tx) = max(c.tx) AND min(c.pos) = max(c.pos)
 FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl
 WHERE c.tx = ANY(%(txs)s) AND {table_filter}
 GROUP BY k.id
@@ -174,6 +175,7 @@ class Planner:
         self.txs: list[int] = []
         self.min_pos: dict[int, int] = {}
         self.ops: dict[int, set[str]] = {}
+        self.single_statement: dict[int, bool] = {}
 
     def select(self) -> None:
         sel = self.selection
@@ -182,7 +184,7 @@ class Planner:
         if not self.txs:
             raise BadInput("empty selection: no journaled changes match")
         q = sql.SQL(_TABLES).format(table_filter=sel.table_filter("c"))
-        for tbl, relid, schema, name, key, untracked, dropped, min_pos, ops in self.conn.execute(
+        for tbl, relid, schema, name, key, untracked, dropped, min_pos, ops, one_statement in self.conn.execute(
                 q, {**sel.params(), "txs": self.txs}):
             if dropped or relid is None:
                 raise Refused(f"table {schema}.{name} was dropped; it cannot be undone row by row")
@@ -191,6 +193,7 @@ class Planner:
             self.tables[tbl] = TableInfo.load(self.conn, tbl, relid, schema, name, key)
             self.min_pos[tbl] = min_pos
             self.ops[tbl] = set(ops)
+            self.single_statement[tbl] = one_statement
 
     def lock(self) -> None:
         """Writers wait while the undo plans and applies, so the plan sees the state it changes."""
@@ -208,7 +211,13 @@ class Planner:
         for t in self.tables.values():
             params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
             ops = self.ops[t.tbl]
-            self.conn.execute(st.plan_keyed(t, ops) if t.key else st.plan_keyless(t, ops), params)
+            if not t.key:
+                statement = st.plan_keyless(t, ops)
+            elif self.single_statement[t.tbl] and ops <= {"I", "D", "T"}:
+                statement = st.plan_keyed_single(t, ops)
+            else:
+                statement = st.plan_keyed(t, ops)
+            self.conn.execute(statement, params)
         self.conn.execute("ANALYZE rw_plan")
         for t in self.tables.values():
             params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
