@@ -85,7 +85,7 @@ FROM rw_plan
 # The undo's journal, written from the plan in the order the statements ran.
 _JOURNAL_PLAN = """
 INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
-SELECT %(undo_tx)s, (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, p.tbl, p.action,
+SELECT %(undo_tx)s, rewind.journal_pos(), p.tbl, p.action,
        CASE WHEN p.action IN ('D', 'U') THEN p.expected END,
        CASE WHEN p.action IN ('I', 'U') THEN p.target END
 FROM rw_plan p CROSS JOIN LATERAL generate_series(1, p.n) g
@@ -376,7 +376,7 @@ class Planner:
         and may rewrite rows, so capture stays on and journals what really happened."""
         order = self.order()
         undo_tx: int = self.conn.execute("SELECT rewind.begin_tx()").fetchone()[0]  # type: ignore[index]
-        toggled = self._suppress_triggers(order, own=not fire_triggers, user=not fire_triggers)
+        toggled = [] if fire_triggers else self._suppress_triggers(order)
         planned = dict(((r[0], r[1]), int(r[2])) for r in self.conn.execute(_COUNTS))
         done: dict[tuple[int, str], int] = {}
 
@@ -400,7 +400,7 @@ class Planner:
             raise Refused(f"the undo's statements touched other rows than planned (planned "
                           f"{self._named(planned)}, touched {self._named(done)}); nothing was applied")
         if fire_triggers:
-            self.verify_counts(undo_tx)
+            self.verify_counts(undo_tx, planned)
             return undo_tx
         unexpected = self.conn.execute(
             "SELECT c.tbl, c.op::text, count(*) FROM rewind.change c WHERE c.tx = %s GROUP BY 1, 2",
@@ -411,21 +411,19 @@ class Planner:
         self.conn.execute(_JOURNAL_PLAN, {"undo_tx": undo_tx})
         return undo_tx
 
-    def _suppress_triggers(self, order: list[TableInfo], *, own: bool,
-                           user: bool) -> list[tuple[sql.Identifier, str, str]]:
+    def _suppress_triggers(self, order: list[TableInfo]) -> list[tuple[sql.Identifier, str, str]]:
         """Triggers that sleep for this transaction only (the tables are locked against writers).
 
         The table's own triggers (user) already ran when the rows were first written; the images
         being restored carry their effects. Firing them again would rewrite the restored rows
-        (updated_at = now()) or repeat side effects. Rewind's capture triggers (own) sleep when the
-        undo journals itself from the plan."""
+        (updated_at = now()) or repeat side effects. Rewind's capture triggers sleep too: the undo
+        journals itself from the plan (TRUNCATE capture stays, the undo never truncates)."""
         out = []
         modes = {"O": "", "A": "ALWAYS", "R": "REPLICA"}
         for t in order:
             for name, enabled in self.conn.execute(
                     "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
-                    "AND tgenabled <> 'D' AND CASE WHEN tgname LIKE 'rewind\\_capture\\_%%' "
-                    "THEN %s AND tgname <> 'rewind_capture_t' ELSE %s END", (t.relid, own, user)):
+                    "AND tgenabled <> 'D' AND tgname <> 'rewind_capture_t'", (t.relid,)):
                 self.conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(t.ident, sql.Identifier(name)))
                 out.append((t.ident, name, modes[enabled]))
         return out
@@ -439,14 +437,13 @@ class Planner:
         return ", ".join(f"{names.get(tbl, tbl)} {_OP_NAMES.get(op, op)} {n}"
                          for (tbl, op), n in sorted(counts.items()))
 
-    def verify_counts(self, undo_tx: int) -> None:
+    def verify_counts(self, undo_tx: int, want_counts: dict[tuple[int, str], int]) -> None:
         """With the tables' own triggers firing, they may rewrite the rows the undo writes
         (updated_at) or write elsewhere (an audit table); what must match is the number of rows
         of each operation on each planned table, as journaled by the capture triggers."""
         got_counts = dict(((r[0], r[1]), r[2]) for r in self.conn.execute(
             "SELECT tbl, op::text, count(*) FROM rewind.change WHERE tx = %(undo_tx)s "
             "AND tbl = ANY(%(tbls)s) GROUP BY 1, 2", {"undo_tx": undo_tx, "tbls": list(self.tables)}))
-        want_counts = dict(((r[0], r[1]), int(r[2])) for r in self.conn.execute(_COUNTS))
         if got_counts != want_counts:
             raise Refused(f"the undo's own changes differ from its plan (rows per table and operation: "
                           f"planned {self._named(want_counts)}, journaled {self._named(got_counts)}); "

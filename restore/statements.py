@@ -154,8 +154,8 @@ def plan_keyed(t: TableInfo, ops: set[str]) -> sql.Composed:
 
 def plan_keyed_single(t: TableInfo, ops: set[str]) -> sql.Composed:
     """plan_keyed for the common disaster, one INSERT, DELETE or TRUNCATE statement: it touched
-    each key once, so there is nothing to sort or collapse (the sort is most of the planning time
-    of a million-row undo)."""
+    each key once, so there is nothing to sort or collapse (measured: about 15% of the planning
+    time of such an undo)."""
     return sql.SQL("""
         INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
         SELECT %(tbl)s, e.key, CASE WHEN e.after IS NULL THEN 'I' ELSE 'D' END, 1, e.after, e.before,

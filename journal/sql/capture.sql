@@ -38,6 +38,13 @@ BEGIN
     RETURN i;
 END $$;
 
+-- Where a statement's changes stand in the journal's order: the WAL insert position (see
+-- rewind.change). A plain SQL function, so the planner inlines it: no call overhead.
+CREATE OR REPLACE FUNCTION rewind.journal_pos() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint
+$$;
+
 -- The trigger functions inline the fast check of begin_tx: one plpgsql call less per statement.
 -- Whole-row references are written alias.* and variables carry long names, because a user
 -- column named like an alias (n, o, t) would otherwise be taken instead.
@@ -46,7 +53,7 @@ LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
     rewind_tx_id bigint;
-    rewind_pos bigint := (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
+    rewind_pos bigint := rewind.journal_pos();
 BEGIN
     IF rewind_tx_setting <> ''
        AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
@@ -64,7 +71,7 @@ LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
     rewind_tx_id bigint;
-    rewind_pos bigint := (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
+    rewind_pos bigint := rewind.journal_pos();
 BEGIN
     IF rewind_tx_setting <> ''
        AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
@@ -84,7 +91,7 @@ LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
     rewind_tx_id bigint;
-    rewind_pos bigint := (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
+    rewind_pos bigint := rewind.journal_pos();
 BEGIN
     IF rewind_tx_setting <> ''
        AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
@@ -109,7 +116,7 @@ BEGIN
         'INSERT INTO rewind.change (tx, pos, tbl, op, before) SELECT $1, $3, $2, ''T'', pg_catalog.to_jsonb(r.*) FROM ONLY %I.%I r',
         TG_TABLE_SCHEMA, TG_TABLE_NAME)
     USING rewind.begin_tx(), TG_ARGV[0]::integer,
-          (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint;
+          rewind.journal_pos();
     RETURN NULL;
 END $$;
 
