@@ -49,8 +49,9 @@ SELECT t.id FROM rewind.tx t WHERE {tx_filter}
 
 _TABLES = """
 SELECT k.id, k.relid, k.schema_name, k.table_name, k.key_columns, k.untracked_at IS NOT NULL,
-       k.dropped_at IS NOT NULL, min(c.pos), array_agg(DISTINCT c.op::text),
-       min(c.tx) = max(c.tx) AND min(c.pos) = max(c.pos)
+       k.dropped_at IS NOT NULL, min(c.pos), count(*),
+       min(c.tx) = max(c.tx) AND min(c.pos) = max(c.pos),
+       bool_or(c.op = 'I'), bool_or(c.op = 'U'), bool_or(c.op = 'D'), bool_or(c.op = 'T')
 FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl
 WHERE c.tx = ANY(%(txs)s) AND {table_filter}
 GROUP BY k.id
@@ -71,30 +72,21 @@ SELECT c.oid, n.nspname, c.relname, rewind.key_columns(c.oid),
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s
 """
 
-# Order-independent digests: a sum of per-row hashes, so a million-row plan needs no sort.
-# jsonb_hash_extended hashes jsonb without rendering it as text (several times cheaper than md5).
-_FINGERPRINT = """
-SELECT count(*), coalesce(sum((
-    hashint8extended(tbl, 0) # jsonb_hash_extended(key, 1) # hashtextextended(action::text || n::text, 2)
-    # coalesce(jsonb_hash_extended(expected, 3), 0) # coalesce(jsonb_hash_extended(target, 4), 0)
-    # coalesce(jsonb_hash_extended(actual, 5), 0) # coalesce(hashtextextended(conflict, 6), 0)
-    # hashtextextended(apply::text, 7))::numeric), 0)
-FROM rw_plan
-"""
-
-# The undo's journal, written from the plan in the order the statements ran.
-_JOURNAL_PLAN = """
-INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
-SELECT %(undo_tx)s, rewind.journal_pos(), p.tbl, p.action,
-       CASE WHEN p.action IN ('D', 'U') THEN p.expected END,
-       CASE WHEN p.action IN ('I', 'U') THEN p.target END
-FROM rw_plan p CROSS JOIN LATERAL generate_series(1, p.n) g
-WHERE p.apply AND p.action IN ('I', 'U', 'D')
-ORDER BY CASE p.action WHEN 'D' THEN 0 WHEN 'U' THEN 1 ELSE 2 END, p.first_pos
-"""
-
-_COUNTS = """
-SELECT tbl, action::text, sum(n) FROM rw_plan WHERE apply AND action <> 'N' GROUP BY 1, 2
+# One scan of the plan for everything summary and apply need: rows per table and operation,
+# conflicts, and an order-independent digest (a sum of per-row hashes, so a million-row plan needs
+# no sort). The digest covers only what the selected actions, whose ids the fingerprint names, do
+# not fix already: the journal never changes, so keys, actions and images follow from the ids;
+# what can move is the current row (actual) and what the plan decided about it (a conflict, apply,
+# a merged target: merging turns a row into an update). A row that is absent now and planned
+# without conflict adds nothing, which keeps the digest of a million re-inserts cheap; any other
+# row adds a hash of all of it.
+_PLAN_STATS = """
+SELECT tbl, action::text, coalesce(sum(n) FILTER (WHERE apply), 0), count(*) FILTER (WHERE conflict IS NOT NULL),
+       count(*), coalesce(sum(CASE WHEN actual IS NULL AND conflict IS NULL AND apply THEN 0 ELSE
+           jsonb_hash_extended(key, tbl) # coalesce(jsonb_hash_extended(actual, n), 0)
+           # hashtextextended(concat_ws('|', action, apply, conflict), 1)
+           # CASE WHEN action = 'U' THEN coalesce(jsonb_hash_extended(target, 2), 0) ELSE 0 END END), 0)
+FROM rw_plan GROUP BY 1, 2
 """
 
 _CONFLICTS = """
@@ -102,13 +94,11 @@ SELECT tbl, key, expected, actual, changed_by, conflict, action::text, apply FRO
 WHERE conflict IS NOT NULL ORDER BY tbl, key::text LIMIT %(limit)s
 """
 
+# The plan's first rows of one table and operation: a sample for people, not a ranking, so it
+# stops after a few rows instead of sorting the plan.
 _SAMPLES = """
-SELECT g.tbl, g.action::text, s.key, s.expected, s.target
-FROM (SELECT DISTINCT tbl, action FROM rw_plan WHERE apply AND action <> 'N') g
-CROSS JOIN LATERAL (SELECT p.key, p.expected, p.target, p.first_pos FROM rw_plan p
-                    WHERE p.tbl = g.tbl AND p.action = g.action AND p.apply
-                    ORDER BY p.first_pos LIMIT %(per_table)s) s
-ORDER BY g.tbl, g.action, s.first_pos
+SELECT p.key, p.expected, p.target FROM rw_plan p
+WHERE p.tbl = %(tbl)s AND p.action = %(action)s AND p.apply LIMIT %(per_table)s
 """
 
 _OP_NAMES = {"I": "insert", "U": "update", "D": "delete"}
@@ -164,6 +154,36 @@ def _diff(before: Any, after: Any) -> dict[str, list[Any]]:
             if before.get(k) != after.get(k)}
 
 
+@dataclass(frozen=True)
+class PlanStats:
+    """What one scan of the finished plan says: rows to apply per (table, operation), conflicts,
+    and the digest the fingerprint is made of."""
+
+    applied: dict[tuple[int, str], int]
+    planned: dict[tuple[int, str], int]  # applied or not
+    conflicts: int
+    rows: int
+    digest: int
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection, by_rule: dict[int, int]) -> PlanStats:
+        """by_rule: rows per table a plan of exceptions re-inserts besides its rows; they are
+        absent now and free of conflicts, so they add to the counts and nothing to the digest."""
+        applied = {(tbl, "I"): n for tbl, n in by_rule.items() if n}
+        planned = dict(applied)
+        conflicts = 0
+        rows = sum(by_rule.values())
+        digest = 0
+        for tbl, action, n, conflicted, count, total in conn.execute(_PLAN_STATS):
+            if action != "N" and n:
+                applied[(tbl, action)] = applied.get((tbl, action), 0) + int(n)
+            planned[(tbl, action)] = planned.get((tbl, action), 0) + count
+            conflicts += conflicted
+            rows += count
+            digest += int(total)
+        return cls(applied=applied, planned=planned, conflicts=conflicts, rows=rows, digest=digest)
+
+
 class Planner:
     """One plan on one connection inside one open transaction."""
 
@@ -176,6 +196,11 @@ class Planner:
         self.min_pos: dict[int, int] = {}
         self.ops: dict[int, set[str]] = {}
         self.single_statement: dict[int, bool] = {}
+        self.changes: dict[int, int] = {}  # selected change records per table
+        # Tables planned by their exceptions (statements.plan_reinsert_exceptions): how many rows
+        # the rule re-inserts besides the plan's rows.
+        self.by_rule: dict[int, int] = {}
+        self._plan_stats: PlanStats | None = None
 
     def select(self) -> None:
         sel = self.selection
@@ -184,15 +209,16 @@ class Planner:
         if not self.txs:
             raise BadInput("empty selection: no journaled changes match")
         q = sql.SQL(_TABLES).format(table_filter=sel.table_filter("c"))
-        for tbl, relid, schema, name, key, untracked, dropped, min_pos, ops, one_statement in self.conn.execute(
-                q, {**sel.params(), "txs": self.txs}):
+        for (tbl, relid, schema, name, key, untracked, dropped, min_pos, changes, one_statement,
+             *has_op) in self.conn.execute(q, {**sel.params(), "txs": self.txs}):
             if dropped or relid is None:
                 raise Refused(f"table {schema}.{name} was dropped; it cannot be undone row by row")
             if untracked:
                 raise Refused(f"table {schema}.{name} is no longer tracked; track it again to undo on it")
             self.tables[tbl] = TableInfo.load(self.conn, tbl, relid, schema, name, key)
             self.min_pos[tbl] = min_pos
-            self.ops[tbl] = set(ops)
+            self.ops[tbl] = {op for op, present in zip("IUDT", has_op, strict=True) if present}
+            self.changes[tbl] = changes
             self.single_statement[tbl] = one_statement
 
     def lock(self) -> None:
@@ -208,12 +234,17 @@ class Planner:
         if self.conn.execute("SELECT to_regclass('pg_temp.rw_plan') IS NULL").fetchone() == (True,):
             self.conn.execute("SET LOCAL temp_buffers = '256MB'")
         self.conn.execute(_PLAN_TABLE)
+        self._plan_stats = None
         for t in self.tables.values():
             params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
             ops = self.ops[t.tbl]
             if not t.key:
                 statement = st.plan_keyless(t, ops)
-            elif self.single_statement[t.tbl] and ops <= {"I", "D", "T"}:
+            elif self.single_statement[t.tbl] and ops <= {"D", "T"}:
+                exceptions = sum(self.conn.execute(s, params).rowcount for s in st.plan_reinsert_exceptions(t))
+                self.by_rule[t.tbl] = self.changes[t.tbl] - exceptions
+                continue
+            elif self.single_statement[t.tbl] and ops == {"I"}:
                 statement = st.plan_keyed_single(t, ops)
             else:
                 statement = st.plan_keyed(t, ops)
@@ -226,22 +257,22 @@ class Planner:
                 if t.session_dependent:
                     self.conn.execute(st.renormalize_expected(t), params)
         keyless = [t.tbl for t in self.tables.values() if not t.key]
+        # A conflict with no later writer in the journal was written around it.
         self.conn.execute("""
             UPDATE rw_plan SET conflict = CASE
                 WHEN actual IS DISTINCT FROM expected THEN
                     CASE WHEN expected IS NULL THEN 'row exists again' WHEN actual IS NULL THEN 'row was deleted'
                          ELSE 'row changed' END || ' since the selection'
                 WHEN changed_by IS NOT NULL THEN 'row changed in between by others'
-            END
+            END, changed_by = coalesce(changed_by, ARRAY['(unjournaled write)'])
             WHERE tbl <> ALL(%(keyless)s) AND (actual IS DISTINCT FROM expected OR changed_by IS NOT NULL)
         """, {"keyless": keyless})
         if keyless:
             self.conn.execute("""
-                UPDATE rw_plan SET conflict = 'only ' || (actual ->> 'copies') || ' of ' || n || ' identical rows left'
+                UPDATE rw_plan SET conflict = 'only ' || (actual ->> 'copies') || ' of ' || n || ' identical rows left',
+                                   changed_by = coalesce(changed_by, ARRAY['(unjournaled write)'])
                 WHERE tbl = ANY(%(keyless)s) AND action = 'D' AND (actual ->> 'copies')::int < n
             """, {"keyless": keyless})
-        self.conn.execute("UPDATE rw_plan SET changed_by = ARRAY['(unjournaled write)'] "
-                          "WHERE conflict IS NOT NULL AND changed_by IS NULL")
         self._dependents()
         self._resolve()
 
@@ -303,17 +334,36 @@ class Planner:
             """)
             self.conn.execute("UPDATE rw_plan SET apply = false WHERE conflict IS NOT NULL AND action <> 'U'")
 
+    def _materialize(self, t: TableInfo) -> None:
+        if self.by_rule.pop(t.tbl, None) is not None:
+            for statement in st.materialize_reinserts(t):
+                self.conn.execute(statement, {"tbl": t.tbl, "txs": self.txs})
+            self._plan_stats = None
+
+    def _reinsert_source(self, t: TableInfo) -> sql.Composable | None:
+        """Where apply takes the rows it re-inserts into t from: the journal for a plan of
+        exceptions, otherwise (None) the plan."""
+        if t.tbl not in self.by_rule:
+            return None
+        exceptions = self._stats().planned.get((t.tbl, "I"), 0) > self.by_rule[t.tbl]
+        return st.reinsert_source(t, exceptions=exceptions)
+
+    def _stats(self) -> PlanStats:
+        if self._plan_stats is None:
+            self._plan_stats = PlanStats.read(self.conn, self.by_rule)
+        return self._plan_stats
+
     def fingerprint(self) -> str:
-        count, total = self.conn.execute(_FINGERPRINT).fetchone()  # type: ignore[misc]
-        digest = hashlib.sha256(f"{sorted(self.txs)}|{count}|{total}|{self.policy}".encode())
+        stats = self._stats()
+        digest = hashlib.sha256(f"{sorted(self.txs)}|{stats.rows}|{stats.digest}|{self.policy}".encode())
         return digest.hexdigest()[:16]
 
     def summary(self, *, conflict_limit: int = 100, samples_per_table: int = 3, with_sql: bool = False) -> Plan:
+        stats = self._stats()
         tables: dict[str, dict[str, int]] = {}
-        for tbl, action, n in self.conn.execute(_COUNTS):
+        for (tbl, action), n in stats.applied.items():
             ops = tables.setdefault(self.tables[tbl].label, {"insert": 0, "update": 0, "delete": 0})
-            ops[_OP_NAMES[action]] += int(n)
-        conflict_count = self.conn.execute("SELECT count(*) FROM rw_plan WHERE conflict IS NOT NULL").fetchone()[0]  # type: ignore[index]
+            ops[_OP_NAMES[action]] += n
         resolution = {Policy.ABORT: "refused", Policy.SKIP: "skipped", Policy.MERGE: "merged"}[self.policy]
         conflicts = []
         for tbl, key, expected, actual, changed_by, reason, _action, apply in self.conn.execute(
@@ -323,15 +373,18 @@ class Planner:
                 res = "merged" if apply else "skipped"
             conflicts.append(Conflict(table=self.tables[tbl].label, pk=key, expected=expected, actual=actual,
                                       changed_by=list(changed_by or []), reason=reason, resolution=res))
-        samples = [{"table": self.tables[tbl].label, "op": _OP_NAMES[action], "pk": key,
-                    "diff": _diff(expected, target)}
-                   for tbl, action, key, expected, target in self.conn.execute(
-                       _SAMPLES, {"per_table": samples_per_table})]
-        changes = self.conn.execute(
-            sql.SQL("SELECT count(*) FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND {}").format(
-                self.selection.table_filter("c")), {**self.selection.params(), "txs": self.txs}).fetchone()[0]  # type: ignore[index]
-        plan = Plan(fingerprint=self.fingerprint(), changes=changes, actions=sorted(self.txs), tables=tables,
-                    conflicts=conflicts, conflict_count=conflict_count, samples=samples, policy=self.policy)
+        samples = []
+        for tbl, action in sorted(stats.applied):
+            query: sql.SQL | sql.Composed = sql.SQL(_SAMPLES)
+            if action == "I" and tbl in self.by_rule:
+                query = st.sample_reinserts(self.tables[tbl])
+            samples += [{"table": self.tables[tbl].label, "op": _OP_NAMES[action], "pk": key,
+                         "diff": _diff(expected, target)}
+                        for key, expected, target in self.conn.execute(query, {
+                            "tbl": tbl, "action": action, "per_table": samples_per_table, "txs": self.txs})]
+        plan = Plan(fingerprint=self.fingerprint(), changes=sum(self.changes.values()), actions=sorted(self.txs),
+                    tables=tables, conflicts=conflicts, conflict_count=stats.conflicts, samples=samples,
+                    policy=self.policy)
         if with_sql:
             plan.sql_script = self.script()
         return plan
@@ -359,6 +412,8 @@ class Planner:
     def script(self) -> list[str]:
         lines = ["BEGIN;", f"SET LOCAL rewind.actor = '{UNDO_ACTOR}';"]
         order = self.order()
+        for t in order:
+            self._materialize(t)
         for action, tables in (("D", reversed(order)), ("U", order), ("I", order)):
             for t in tables:
                 lines += [r[0] for r in self.conn.execute(st.script_rows(t), {"tbl": t.tbl, "action": action})]
@@ -377,19 +432,24 @@ class Planner:
         order = self.order()
         undo_tx: int = self.conn.execute("SELECT rewind.begin_tx()").fetchone()[0]  # type: ignore[index]
         toggled = [] if fire_triggers else self._suppress_triggers(order)
-        planned = dict(((r[0], r[1]), int(r[2])) for r in self.conn.execute(_COUNTS))
+        planned = self._stats().applied
         done: dict[tuple[int, str], int] = {}
+        ran: list[tuple[TableInfo, str, sql.Composable | None]] = []
 
-        def run(t: TableInfo, action: str, statement: sql.Composed | None) -> None:
+        def run(t: TableInfo, action: str, statement: sql.Composed | None,
+                source: sql.Composable | None = None) -> None:
             if statement is not None and (t.tbl, action) in planned:
-                done[(t.tbl, action)] = self.conn.execute(statement, {"tbl": t.tbl}).rowcount
+                done[(t.tbl, action)] = self.conn.execute(statement, {"tbl": t.tbl, "txs": self.txs}).rowcount
+                ran.append((t, action, source))
 
         for t in reversed(order):
             run(t, "D", st.apply_delete(t))
         for t in order:
             run(t, "U", st.apply_update(t))
         for t in order:
-            run(t, "I", st.apply_insert(t))
+            if (t.tbl, "I") in planned:
+                source = self._reinsert_source(t)
+                run(t, "I", st.apply_insert(t, source), source)
             if done.get((t.tbl, "I")):
                 for column, seq in st.owned_sequences(self.conn, t):
                     self.conn.execute(st.advance_sequence(t, column), {"seq": seq})
@@ -408,7 +468,9 @@ class Planner:
         if unexpected:
             outside = self._named({(r[0], r[1]): r[2] for r in unexpected})
             raise Refused(f"the undo changed rows outside its plan ({outside}); nothing was applied")
-        self.conn.execute(_JOURNAL_PLAN, {"undo_tx": undo_tx})
+        for t, action, source in ran:
+            self.conn.execute(st.journal_applied(t, action, source),
+                              {"tbl": t.tbl, "undo_tx": undo_tx, "txs": self.txs})
         return undo_tx
 
     def _suppress_triggers(self, order: list[TableInfo]) -> list[tuple[sql.Identifier, str, str]]:

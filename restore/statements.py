@@ -19,10 +19,17 @@ from psycopg import sql
 _STABLE_TYPES = ("bool", "int2", "int4", "int8", "text", "varchar", "bpchar", "name", "uuid", "numeric",
                  "date", "timestamp", "time", "oid", "char", "json", "jsonb")
 
-_COLUMNS = """
+# Scalar types whose to_jsonb rendering is their own text input, so `image ->> col` cast to the
+# type gives the value back: a key typed this way costs a cast instead of populating a record.
+# Not intervals (IntervalStyle changes what a text means) nor money (lc_monetary).
+_CASTABLE = """(t.typcategory = ANY('{N,S,B,D,E,I}') AND t.typname <> 'money'
+                AND t.typname NOT IN ('interval') OR t.typname = 'uuid')"""
+
+_COLUMNS = f"""
 SELECT a.attname, a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always,
-       NOT (t.typname = ANY(%s)) AS session_dependent
-FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+       NOT (t.typname = ANY(%s)) AS session_dependent,
+       CASE WHEN {_CASTABLE} THEN tn.nspname END, t.typname
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -41,6 +48,7 @@ class TableInfo:
     generated: frozenset[str]
     identity_always: frozenset[str]
     session_dependent: frozenset[str]  # columns whose image text depends on the writer's settings
+    castable: dict[str, sql.Identifier]  # column -> its type, where `image ->> column` casts back exactly
 
     @property
     def label(self) -> str:
@@ -66,7 +74,8 @@ class TableInfo:
                    columns=tuple(c[0] for c in cols),
                    generated=frozenset(c[0] for c in cols if c[1]),
                    identity_always=frozenset(c[0] for c in cols if c[2]),
-                   session_dependent=frozenset(c[0] for c in cols if c[3]))
+                   session_dependent=frozenset(c[0] for c in cols if c[3]),
+                   castable={c[0]: sql.Identifier(c[4], c[5]) for c in cols if c[4] is not None})
 
 
 def normalized(t: TableInfo, image: sql.Composable) -> sql.Composable:
@@ -92,9 +101,12 @@ def _key_of(t: TableInfo, image: sql.Composable) -> sql.Composable:
 
 def _typed_key(t: TableInfo, image: sql.Composable) -> sql.Composable:
     """The key columns of an image as typed values, comparable with the table's own columns."""
-    return sql.SQL("ROW({})").format(sql.SQL(", ").join(
-        sql.SQL("(jsonb_populate_record(NULL::{}, {})).{}").format(t.ident, image, sql.Identifier(k))
-        for k in t.key))
+    def column(k: str) -> sql.Composable:
+        if k in t.castable:
+            return sql.SQL("({} ->> {}::text)::{}").format(image, sql.Literal(k), t.castable[k])
+        return sql.SQL("(jsonb_populate_record(NULL::{}, {})).{}").format(t.ident, image, sql.Identifier(k))
+
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(column(k) for k in t.key))
 
 
 def _row_key(t: TableInfo, alias: str) -> sql.Composable:
@@ -153,17 +165,79 @@ def plan_keyed(t: TableInfo, ops: set[str]) -> sql.Composed:
 
 
 def plan_keyed_single(t: TableInfo, ops: set[str]) -> sql.Composed:
-    """plan_keyed for the common disaster, one INSERT, DELETE or TRUNCATE statement: it touched
-    each key once, so there is nothing to sort or collapse (measured: about 15% of the planning
-    time of such an undo)."""
+    """plan_keyed for a selection of one INSERT statement: it touched each key once, so there is
+    nothing to sort or collapse."""
     return sql.SQL("""
         INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
-        SELECT %(tbl)s, e.key, CASE WHEN e.after IS NULL THEN 'I' ELSE 'D' END, 1, e.after, e.before,
-               to_jsonb(cur.*), e.pos
+        SELECT %(tbl)s, e.key, 'D', 1, e.after, NULL, to_jsonb(cur.*), e.pos
         FROM ({events}) e
         LEFT JOIN {table} cur ON {cur_key} = {net_key}
     """).format(events=events(t, ops), table=t.ident, cur_key=_row_key(t, "cur"),
                 net_key=_typed_key(t, sql.SQL("e.key")))
+
+
+# The selected rows of a DELETE or TRUNCATE statement, as `c`: for plan_reinsert_exceptions.
+_REMOVED = sql.SQL("(SELECT * FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s "
+                   "AND c.op IN ('D', 'T')) c")
+
+
+def plan_reinsert_exceptions(t: TableInfo) -> list[sql.Composed]:
+    """The plan for the common disaster, one DELETE or TRUNCATE statement, whose undo puts back
+    every row it removed: only the exceptions go into the plan, the rows that exist again now and
+    the rows others wrote in between; the rule covers the rest, which stay in the journal until
+    apply re-inserts them from there (reinsert_source). Each key occurs once, so there is nothing
+    to collapse. A million-row plan copied into a temporary table, counted and hashed was a third
+    of such an undo; a plan without exceptions costs a scan of the journal and a probe of the
+    table (a join whose other side is empty ends at once)."""
+    key = _key_of(t, sql.SQL("c.before"))
+    present = sql.SQL("""
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
+        SELECT %(tbl)s, {key}, 'I', 1, NULL, NULL, to_jsonb(cur.*), c.pos
+        FROM {removed} JOIN {table} cur ON {cur_key} = {typed}
+    """).format(key=key, removed=_REMOVED, table=t.ident, cur_key=_row_key(t, "cur"),
+                typed=_typed_key(t, sql.SQL("c.before")))
+    kb, ka = _key_of(t, sql.SQL("o.before")), _key_of(t, sql.SQL("o.after"))
+    touched_later = sql.SQL("""
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
+        SELECT %(tbl)s, e.key, 'I', 1, NULL, NULL, NULL, e.pos
+        FROM (SELECT {key} AS key, c.pos FROM {removed}) e
+        WHERE e.key IN (SELECT v.k FROM rewind.change o CROSS JOIN LATERAL (VALUES ({kb}), ({ka})) v(k)
+                        WHERE o.tbl = %(tbl)s AND o.pos >= %(min_pos)s AND NOT (o.tx = ANY(%(txs)s))
+                          AND v.k IS NOT NULL)
+          AND NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = %(tbl)s AND q.key = e.key)
+    """).format(key=key, removed=_REMOVED, kb=kb, ka=ka)
+    return [present, touched_later]
+
+
+def reinsert_source(t: TableInfo, *, exceptions: bool) -> sql.Composed:
+    """The rows apply re-inserts for a plan of exceptions, as `p` with a `target` column: the
+    removed rows, less the exceptions (conflicts all, so never applied). Without exceptions the
+    anti-join is left out: it would compute every row's key for nothing."""
+    unless = sql.SQL("AND NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = %(tbl)s AND q.key = {})").format(
+        _key_of(t, sql.SQL("c.before"))) if exceptions else sql.SQL("")
+    return sql.SQL("(SELECT c.tbl, c.before AS target FROM {removed} WHERE true {unless}) p").format(
+        removed=_REMOVED, unless=unless)
+
+
+def sample_reinserts(t: TableInfo) -> sql.Composed:
+    """The planner's samples, for the rows a plan of exceptions re-inserts from the journal."""
+    return sql.SQL("SELECT {key}, NULL::jsonb, p.target FROM {source} LIMIT %(per_table)s").format(
+        key=_key_of(t, sql.SQL("p.target")), source=reinsert_source(t, exceptions=True))
+
+
+def materialize_reinserts(t: TableInfo) -> list[sql.Composed]:
+    """Turn a plan of exceptions into a plan of every row, for the uses that go row by row (a
+    script for a DBA): every exception gets its target, and the rule's rows are added."""
+    key = _key_of(t, sql.SQL("c.before"))
+    return [sql.SQL("""
+        UPDATE rw_plan p SET target = e.before FROM (SELECT {key} AS key, c.before FROM {removed}) e
+        WHERE p.tbl = %(tbl)s AND p.key = e.key
+    """).format(key=key, removed=_REMOVED), sql.SQL("""
+        INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
+        SELECT %(tbl)s, e.key, 'I', 1, NULL, e.before, NULL, e.pos
+        FROM (SELECT {key} AS key, c.before, c.pos FROM {removed}) e
+        WHERE NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = %(tbl)s AND q.key = e.key)
+    """).format(key=key, removed=_REMOVED)]
 
 
 def renormalize_expected(t: TableInfo) -> sql.Composed:
@@ -263,16 +337,42 @@ def apply_update(t: TableInfo) -> sql.Composed | None:
                 cur_key=_row_key(t, "cur"), plan_key=_typed_key(t, sql.SQL("p.key")))
 
 
-def apply_insert(t: TableInfo) -> sql.Composed:
+def _copies(t: TableInfo) -> sql.Composable:
+    """One output row per copy of a plan row. Only a table without a key has plan rows that stand
+    for several identical rows; elsewhere n is 1, and a set-returning call per row is measurable
+    on a million rows."""
+    return sql.SQL("" if t.key else "CROSS JOIN LATERAL generate_series(1, p.n) g")
+
+
+def _plan_rows(t: TableInfo, action: str) -> sql.Composed:
+    """The plan's rows of one table and operation that are applied, one per copy, as `p`."""
+    return sql.SQL("(SELECT p.* FROM rw_plan p {copies} WHERE p.tbl = %(tbl)s AND p.action = {action} "
+                   "AND p.apply) p").format(copies=_copies(t), action=sql.Literal(action))
+
+
+def apply_insert(t: TableInfo, source: sql.Composable | None = None) -> sql.Composed:
     cols = [sql.Identifier(c) for c in t.writable]
     overriding = sql.SQL("OVERRIDING SYSTEM VALUE") if t.identity_always else sql.SQL("")
     return sql.SQL("""
         INSERT INTO {table} ({cols}) {overriding}
-        SELECT {vals} FROM rw_plan p CROSS JOIN LATERAL generate_series(1, p.n) g,
-             jsonb_populate_record(NULL::{table}, p.target) r
-        WHERE p.tbl = %(tbl)s AND p.action = 'I' AND p.apply
+        SELECT {vals} FROM {source} CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, p.target) r
     """).format(table=t.ident, cols=sql.SQL(", ").join(cols), overriding=overriding,
+                source=source or _plan_rows(t, "I"),
                 vals=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in cols))
+
+
+def journal_applied(t: TableInfo, action: str, source: sql.Composable | None = None) -> sql.Composed:
+    """The undo's own journal rows for one applied statement, written from what it applied (the
+    plan, or the journal rows it re-inserted), which holds every image already. One position for
+    the whole statement, as the capture triggers do, and no sort: statements are journaled in the
+    order they ran."""
+    before = sql.SQL("p.expected" if action in ("D", "U") else "NULL::jsonb")
+    after = sql.SQL("p.target" if action in ("I", "U") else "NULL::jsonb")
+    return sql.SQL("""
+        INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
+        SELECT %(undo_tx)s, (SELECT rewind.journal_pos()), p.tbl, {action}, {before}, {after}
+        FROM {source}
+    """).format(before=before, after=after, action=sql.Literal(action), source=source or _plan_rows(t, action))
 
 
 def script_rows(t: TableInfo) -> sql.Composed:

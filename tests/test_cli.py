@@ -178,6 +178,48 @@ def test_skip_undoes_the_rest(shop: str, conn: psycopg.Connection[Any], capsys: 
     assert conn.execute("SELECT count(*) FROM orders WHERE id = 102").fetchone() == (1,)
 
 
+def test_undo_of_one_delete_statement_plans_its_exceptions(shop: str, conn: psycopg.Connection[Any],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """One DELETE statement is planned by its exceptions (the rows back again, the rows others
+    wrote in between) and re-inserted from the journal; every way of looking at the plan and of
+    applying it must agree with the row-by-row plan."""
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM orders WHERE id BETWEEN 101 AND 108")
+    with connect_as(shop, "alice") as p:
+        p.execute("INSERT INTO orders VALUES (103, 1, 3.33)")  # back again, alice's
+    with connect_as(shop, "bob") as p:
+        p.execute("INSERT INTO orders VALUES (105, 2, 5.55)")
+        p.execute("DELETE FROM orders WHERE id = 105")  # written in between, gone again
+    code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7")
+    assert code == 0 and plan["tables"]["public.orders"] == {"insert": 8, "update": 0, "delete": 0}
+    assert {(c["pk"]["id"], tuple(c["changed_by"])) for c in plan["conflicts"]} == {(103, ("alice",)), (105, ("bob",))}
+    assert plan["samples"] and all(s["op"] == "insert" and s["diff"] for s in plan["samples"])
+    code, skip = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "skip")
+    assert skip["tables"]["public.orders"]["insert"] == 6
+    assert all(s["pk"]["id"] not in (103, 105) for s in skip["samples"])
+
+    with connect_as(shop, "carol") as p:
+        p.execute("INSERT INTO orders VALUES (107, 3, 7.77)")  # the database moved since the preview
+    code, out, err = rewind(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "skip",
+                            "--plan", skip["plan"], "--yes")
+    assert code == 1 and "moved since the preview" in err
+
+    code, skip = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "skip")
+    code, script, _ = rewind(capsys, "preview", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "skip", "--sql")
+    assert script.count("INSERT INTO") == 5
+    with conn.transaction(force_rollback=True):
+        conn.execute(script.replace("BEGIN;", "").replace("COMMIT;", ""))
+        by_script = table_state(conn, "orders")
+    code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--on-conflict", "skip",
+                               "--plan", skip["plan"], "--yes")
+    assert code == 0 and result["rows"] == 5 and result["skipped"] == 3
+    assert table_state(conn, "orders") == by_script
+    assert conn.execute("SELECT id, total::text FROM orders WHERE id IN (103, 105, 107) ORDER BY id").fetchall() == [
+        (103, "3.33"), (107, "7.77")]
+    code, shown = rewind_json(capsys, "show", "--dsn", shop, str(result["action"]))
+    assert code == 0 and sorted(c["after"]["id"] for c in shown["changes"]) == [101, 102, 104, 106, 108]
+
+
 def test_undo_never_reaches_rows_outside_the_selection(shop: str, conn: psycopg.Connection[Any],
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     with connect_as(shop, "agent-7") as a:
