@@ -240,7 +240,7 @@ class Planner:
             ops = self.ops[t.tbl]
             if not t.key:
                 statement = st.plan_keyless(t, ops)
-            elif self.single_statement[t.tbl] and ops <= {"D", "T"}:
+            elif ops <= {"D", "T"} and (self.single_statement[t.tbl] or self._one(st.removed_once(t), params)):
                 exceptions = sum(self.conn.execute(s, params).rowcount for s in st.plan_reinsert_exceptions(t))
                 self.by_rule[t.tbl] = self.changes[t.tbl] - exceptions
                 continue
@@ -333,6 +333,10 @@ class Planner:
                 WHERE p.tbl = m.tbl AND p.key = m.key
             """)
             self.conn.execute("UPDATE rw_plan SET apply = false WHERE conflict IS NOT NULL AND action <> 'U'")
+
+    def _one(self, query: sql.Composed, params: dict[str, Any]) -> Any:
+        row = self.conn.execute(query, params).fetchone()
+        return None if row is None else row[0]
 
     def _materialize(self, t: TableInfo) -> None:
         if self.by_rule.pop(t.tbl, None) is not None:

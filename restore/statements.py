@@ -181,14 +181,22 @@ _REMOVED = sql.SQL("(SELECT * FROM rewind.change c WHERE c.tx = ANY(%(txs)s) AND
                    "AND c.op IN ('D', 'T')) c")
 
 
+def removed_once(t: TableInfo) -> sql.Composed:
+    """Whether the selected DELETE and TRUNCATE rows name each key once, as they do unless someone
+    put a row back in between (that row is then planned one by one)."""
+    key = _typed_key(t, sql.SQL("c.before")) if set(t.key) <= set(t.castable) else _key_of(t, sql.SQL("c.before"))
+    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {removed} GROUP BY {key} HAVING count(*) > 1)").format(
+        removed=_REMOVED, key=key)
+
+
 def plan_reinsert_exceptions(t: TableInfo) -> list[sql.Composed]:
-    """The plan for the common disaster, one DELETE or TRUNCATE statement, whose undo puts back
-    every row it removed: only the exceptions go into the plan, the rows that exist again now and
-    the rows others wrote in between; the rule covers the rest, which stay in the journal until
-    apply re-inserts them from there (reinsert_source). Each key occurs once, so there is nothing
-    to collapse. A million-row plan copied into a temporary table, counted and hashed was a third
-    of such an undo; a plan without exceptions costs a scan of the journal and a probe of the
-    table (a join whose other side is empty ends at once)."""
+    """The plan for the common disaster, DELETE or TRUNCATE statements, whose undo puts back
+    every row they removed: only the exceptions go into the plan, the rows that exist again now and
+    the rows others wrote after the selection removed them; the rule covers the rest, which stay
+    in the journal until apply re-inserts them from there (reinsert_source). Each key occurs once
+    (removed_once), so there is nothing to collapse. A million-row plan copied into a temporary
+    table, counted and hashed was a third of such an undo; a plan without exceptions costs a scan
+    of the journal and a probe of the table (a join whose other side is empty ends at once)."""
     key = _key_of(t, sql.SQL("c.before"))
     present = sql.SQL("""
         INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
@@ -201,10 +209,11 @@ def plan_reinsert_exceptions(t: TableInfo) -> list[sql.Composed]:
         INSERT INTO rw_plan (tbl, key, action, n, expected, target, actual, first_pos)
         SELECT %(tbl)s, e.key, 'I', 1, NULL, NULL, NULL, e.pos
         FROM (SELECT {key} AS key, c.pos FROM {removed}) e
-        WHERE e.key IN (SELECT v.k FROM rewind.change o CROSS JOIN LATERAL (VALUES ({kb}), ({ka})) v(k)
-                        WHERE o.tbl = %(tbl)s AND o.pos >= %(min_pos)s AND NOT (o.tx = ANY(%(txs)s))
-                          AND v.k IS NOT NULL)
-          AND NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = %(tbl)s AND q.key = e.key)
+        JOIN (SELECT v.k, max(o.pos) AS last_pos
+              FROM rewind.change o CROSS JOIN LATERAL (VALUES ({kb}), ({ka})) v(k)
+              WHERE o.tbl = %(tbl)s AND o.pos >= %(min_pos)s AND NOT (o.tx = ANY(%(txs)s)) AND v.k IS NOT NULL
+              GROUP BY v.k) later ON later.k = e.key AND later.last_pos > e.pos
+        WHERE NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = %(tbl)s AND q.key = e.key)
     """).format(key=key, removed=_REMOVED, kb=kb, ka=ka)
     return [present, touched_later]
 

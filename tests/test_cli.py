@@ -220,6 +220,32 @@ def test_undo_of_one_delete_statement_plans_its_exceptions(shop: str, conn: psyc
     assert code == 0 and sorted(c["after"]["id"] for c in shown["changes"]) == [101, 102, 104, 106, 108]
 
 
+def test_undo_of_batched_deletes_keeps_edits_made_before_each_batch(shop: str, conn: psycopg.Connection[Any],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Deletes in batches are planned by their exceptions too: an edit by someone else before the
+    batch that removed the row is no conflict (the row comes back as they left it); a key removed
+    twice, because someone put it back in between, is planned row by row and is a conflict."""
+    with connect_as(shop, "agent-7") as a, connect_as(shop, "alice") as p:
+        a.execute("DELETE FROM orders WHERE id BETWEEN 101 AND 104")
+        p.execute("UPDATE orders SET total = 42 WHERE id = 106")
+        a.execute("DELETE FROM orders WHERE id BETWEEN 105 AND 108")
+        expected = table_state(conn, "orders")
+        code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7")
+        assert code == 0 and plan["conflicts"] == [] and plan["tables"]["public.orders"]["insert"] == 8
+        code, result = rewind_json(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--plan", plan["plan"], "--yes")
+        assert code == 0 and result["rows"] == 8
+        assert conn.execute("SELECT total::text FROM orders WHERE id = 106").fetchone() == ("42.00",)
+        assert len(table_state(conn, "orders")) == len(expected) + 8
+
+    with connect_as(shop, "agent-8") as a, connect_as(shop, "bob") as b:
+        a.execute("DELETE FROM orders WHERE id = 110")
+        b.execute("INSERT INTO orders VALUES (110, 1, 1.10)")
+        a.execute("DELETE FROM orders WHERE id IN (110, 111)")
+    code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-8", "--on-conflict", "skip")
+    assert [(c["pk"], c["changed_by"]) for c in plan["conflicts"]] == [({"id": 110}, ["bob"])]
+    assert plan["tables"]["public.orders"] == {"insert": 1, "update": 0, "delete": 0}
+
+
 def test_undo_never_reaches_rows_outside_the_selection(shop: str, conn: psycopg.Connection[Any],
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     with connect_as(shop, "agent-7") as a:
