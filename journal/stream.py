@@ -217,7 +217,10 @@ class Streamer:
             self._mirrored = max(self.mirror.checkpoint(self.slot, self.database) or 0, 0)
             self._confirmed = info.confirmed_lsn
             self._snapshot_tracked(db, max(self._mirrored, info.confirmed_lsn))
-            stream = open_stream(self.dsn, self.slot, start_lsn=self._mirrored,
+            # From the slot's position, not the mirror's: transactions the mirror already has come
+            # again (and are skipped below) so that their commit stamps, which follow the mirror
+            # commit, are not lost when a crash falls between the two.
+            stream = open_stream(self.dsn, self.slot, start_lsn=self._confirmed,
                                  status_interval=max(1.0, self.heartbeat_seconds))
             try:
                 self._consume(stream, db, stop)

@@ -129,7 +129,7 @@ class MirrorStore:
     def __init__(self, url: str, *, upgrade: bool = True) -> None:
         self.url = normalize_url(url)
         try:
-            self.engine: Engine = create_engine(self.url)
+            self.engine: Engine = create_engine(self.url, pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise BadInput(f"unusable journal URL {mask_dsn(url)}: {exc}") from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
