@@ -22,7 +22,7 @@ from typing import Final, TypeAlias
 __all__ = [
     "UNCHANGED", "Begin", "Column", "Commit", "Decoder", "Delete", "Insert", "Message", "Origin",
     "PgOutputMessage", "ProtocolError", "Relation", "Truncate", "TupleData", "Type", "Unchanged",
-    "Update", "Value", "format_lsn", "parse_lsn", "pg_time",
+    "Update", "Value", "format_lsn", "parse_lsn", "pg_time", "tuple_data",
 ]
 
 
@@ -180,8 +180,10 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode(), end + 1
 
 
-def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
-    """TupleData: Int16 column count, then per column a kind byte and, for 't'/'b', Int32 + bytes."""
+def tuple_data(buf: bytes, pos: int) -> tuple[TupleData, int]:
+    """TupleData at pos: Int16 column count, then per column a kind byte and, for 't'/'b', Int32
+    length + bytes. Returns the values and the offset after them. The stream's hot path calls it
+    directly for rows of relations it already knows (an Insert's tuple starts at offset 6)."""
     (count,) = _H.unpack_from(buf, pos)
     pos += 2
     values: list[Value] = []
@@ -190,10 +192,9 @@ def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
     for _ in range(count):
         kind = buf[pos]
         if kind == _T:
-            (size,) = unpack(buf, pos + 1)
-            start = pos + 5
-            pos = start + size
-            append(buf[start:pos].decode())
+            end = pos + 5 + unpack(buf, pos + 1)[0]
+            append(buf[pos + 5:end].decode())
+            pos = end
         elif kind == _N:
             append(None)
             pos += 1
@@ -201,10 +202,9 @@ def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
             append(UNCHANGED)
             pos += 1
         elif kind == _B:  # binary format; only with the 'binary' option (proto >= 2)
-            (size,) = unpack(buf, pos + 1)
-            start = pos + 5
-            pos = start + size
-            append(buf[start:pos])
+            end = pos + 5 + unpack(buf, pos + 1)[0]
+            append(buf[pos + 5:end])
+            pos = end
         else:
             raise ProtocolError(f"unknown tuple column kind {kind!r} at offset {pos}")
     return tuple(values), pos
@@ -231,7 +231,7 @@ class Decoder:
         kind = buf[0]
         if kind == 73:  # 'I' — by far the most frequent, so first
             (oid,) = _I.unpack_from(buf, 1)
-            new, _ = _tuple(buf, 6)
+            new, _ = tuple_data(buf, 6)
             return Insert(self.relation(oid), new)
         if kind == 66:  # 'B'
             lsn, ts, xid = _BEGIN.unpack_from(buf, 1)
@@ -243,7 +243,7 @@ class Decoder:
             return self._update(buf)
         if kind == 68:  # 'D'
             (oid,) = _I.unpack_from(buf, 1)
-            old, _ = _tuple(buf, 6)
+            old, _ = tuple_data(buf, 6)
             return Delete(self.relation(oid), old, chr(buf[5]))
         if kind == 82:  # 'R'
             return self._relation(buf)
@@ -277,12 +277,12 @@ class Decoder:
         pos = 6
         if marker in ("K", "O"):
             old_kind = marker
-            old, pos = _tuple(buf, 6)
+            old, pos = tuple_data(buf, 6)
             marker = chr(buf[pos])
             pos += 1
         if marker != "N":
             raise ProtocolError(f"update without a new tuple (marker {marker!r})")
-        new, _ = _tuple(buf, pos)
+        new, _ = tuple_data(buf, pos)
         return Update(self.relation(oid), new, old, old_kind)
 
     def _relation(self, buf: bytes) -> Relation:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import select
 import struct
 import threading
@@ -38,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
-from journal.pgoutput import Begin, Commit, Decoder, Insert, Message, Relation, TupleData, Update, format_lsn
+from journal.pgoutput import Begin, Commit, Decoder, Message, Relation, TupleData, Update, format_lsn, tuple_data
 from journal.replication import (
     Stream,
     check_slot_name,
@@ -305,36 +306,55 @@ class Streamer:
     # -------------------------------------------------------------------------------- the loop
 
     def _consume(self, stream: Stream, db: psycopg.Connection[Any], stop: threading.Event) -> None:
+        writer = _Writer(self, db)
+        try:
+            self._read(stream, db, stop, writer)
+        finally:
+            writer.close()
+
+    def _read(self, stream: Stream, db: psycopg.Connection[Any], stop: threading.Event, writer: _Writer) -> None:
+        """Decode and assemble whole transactions into batches for the writer; confirm to the slot
+        what the writer has committed. Only this thread touches the replication connection."""
         decoder = Decoder()
         handlers: dict[int, Any] = {}  # relation oid -> row handler, for the journal's tables
-        batch = Batch(lsn=self._mirrored)
+        mirrored = self._mirrored  # what the mirror held when the session began: replays end there
+        batch = Batch(lsn=mirrored)
         stamps: list[tuple[int, str, str]] = []
         pending_since = 0.0
+        submitted = self._confirmed
         tx: _Tx | None = None
         read = stream.cursor.read_message
         batch_changes, batch_seconds = self.batch_changes, self.batch_seconds
         last_beat = time.monotonic()
         wal_end_seen = stream.wal_end
         self._update(ready=True)
-        log.info("streaming slot %s of %s from %s", self.slot, self.database, format_lsn(self._mirrored))
+        log.info("streaming slot %s of %s from %s", self.slot, self.database, format_lsn(self._confirmed))
 
         while True:
             msg = read()
             if msg is None:
                 now = time.monotonic()
+                if writer.written > self._confirmed:
+                    self._confirm(stream, writer.written)
                 if stop.is_set():
-                    self._flush(stream, db, batch, stamps)
+                    if pending_since:
+                        writer.submit(batch, stamps)
+                    writer.close()
+                    if writer.written > self._confirmed:
+                        self._confirm(stream, writer.written)
                     if tx is None and stream.wal_end > self._confirmed:
                         self._confirm(stream, stream.wal_end)
                     return
                 if pending_since and now - pending_since >= batch_seconds:
-                    self._flush(stream, db, batch, stamps)
+                    writer.submit(batch, stamps)
+                    submitted = batch.lsn
                     batch, stamps, pending_since = Batch(lsn=batch.lsn), [], 0.0
                 if now - last_beat >= self.heartbeat_seconds:
-                    wal_end_seen = self._heartbeat(stream, db, tx is None and not pending_since, wal_end_seen)
+                    idle = tx is None and not pending_since and writer.written >= submitted
+                    wal_end_seen = self._heartbeat(stream, db, idle, wal_end_seen)
                     last_beat = now
-                wait = batch_seconds if pending_since else min(0.1, self.heartbeat_seconds)
-                select.select([stream], [], [], wait)
+                busy = pending_since or writer.written < submitted
+                select.select([stream], [], [], 0.02 if busy else min(0.1, self.heartbeat_seconds))
                 continue
 
             payload: bytes = msg.payload
@@ -343,14 +363,18 @@ class Streamer:
                 assert tx is not None
                 tx.seq += 1
                 handler = handlers.get(_OID.unpack_from(payload, 1)[0])
-                if handler is not None:
+                if handler is None:
+                    pass
+                elif kind == 73:  # the hot path: a row of a journal table, its Relation known
+                    handler(tx, tuple_data(payload, 6)[0])
+                else:
                     m = decoder.decode(payload)
-                    assert isinstance(m, Insert | Update)
+                    assert isinstance(m, Update)
                     handler(tx, m.new)
             elif kind == 66:  # Begin
                 begin = decoder.decode(payload)
                 assert isinstance(begin, Begin)
-                tx = _Tx(begin, skip=begin.final_lsn < self._mirrored)
+                tx = _Tx(begin, skip=begin.final_lsn < mirrored)
             elif kind == 67:  # Commit
                 commit = decoder.decode(payload)
                 assert isinstance(commit, Commit) and tx is not None
@@ -364,12 +388,12 @@ class Streamer:
                 if not pending_since:
                     pending_since = time.monotonic()
                 tx = None
-                if len(batch.changes) >= batch_changes or stop.is_set():
-                    self._flush(stream, db, batch, stamps)
-                    batch, stamps = Batch(lsn=batch.lsn), []
-                    pending_since = 0.0
-                    if stop.is_set():
-                        return
+                if len(batch.changes) >= batch_changes:
+                    writer.submit(batch, stamps)
+                    submitted = batch.lsn
+                    batch, stamps, pending_since = Batch(lsn=batch.lsn), [], 0.0
+                if writer.written > self._confirmed:
+                    self._confirm(stream, writer.written)
             elif kind == 82:  # Relation
                 rel = decoder.decode(payload)
                 assert isinstance(rel, Relation)
@@ -383,23 +407,20 @@ class Streamer:
                 assert isinstance(m, Message)
                 if tx is not None:
                     tx.seq += 1
-                elif m.prefix == HEARTBEAT_PREFIX and not pending_since:
+                elif m.prefix == HEARTBEAT_PREFIX and not pending_since and writer.written >= submitted:
                     self._confirm(stream, max(msg.data_start, stream.wal_end))
             else:  # Delete, Truncate, Type, Origin: nothing of the journal's
                 if tx is not None and kind in (68, 84):
                     tx.seq += 1
                 decoder.decode(payload)
 
-    def _flush(self, stream: Stream, db: psycopg.Connection[Any], batch: Batch, stamps: list[tuple[int, str, str]]
-               ) -> None:
-        """Mirror commit, then the commit stamps in the database, then tell the slot."""
+    def _store(self, db: psycopg.Connection[Any], batch: Batch, stamps: list[tuple[int, str, str]]) -> None:
+        """Mirror commit, then the commit stamps in the database (in the writer's thread)."""
         if batch or batch.lsn > self._mirrored:
             self._write(batch)
         if stamps:
             ids, lsns, ats = zip(*stamps, strict=True)
             db.execute(_STAMP_COMMITS, (list(ids), list(lsns), list(ats)))
-        if batch.lsn > self._confirmed:
-            self._confirm(stream, batch.lsn)
         if batch.txs or batch.changes:
             last = datetime.fromisoformat(batch.txs[-1][10]) if batch.txs else self._stats.last_commit_time
             with self._lock:
@@ -407,7 +428,6 @@ class Streamer:
                 self._stats = replace(
                     s, changes_total=s.changes_total + len(batch.changes),
                     transactions_total=s.transactions_total + len(batch.txs), last_commit_time=last,
-                    lag_bytes=max(0, stream.wal_end - batch.lsn),
                     lag_seconds=(datetime.now(UTC) - last).total_seconds() if last else s.lag_seconds)
 
     # ------------------------------------------------------------------ rows of the journal
@@ -481,6 +501,52 @@ def create_stream_slot(dsn: str, slot: str | None = None) -> str:
         name = check_slot_name(slot) if slot else default_slot_name(db.info.dbname)
         ensure_slot(db, name)
         return name
+
+
+class _Writer:
+    """Mirror writes and commit stamps in a thread of their own, so that decoding the next batch
+    overlaps writing the last one (sqlite3 and libpq release the GIL while they work). At most two
+    batches wait, which bounds memory and pushes back on the reader. `written` is the end LSN of
+    the last batch committed: the reader confirms that, and nothing beyond it."""
+
+    def __init__(self, streamer: Streamer, db: psycopg.Connection[Any]) -> None:
+        self.written = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]]] | None] = queue.Queue(maxsize=2)
+        self._streamer, self._db = streamer, db
+        self._thread = threading.Thread(target=self._run, name="rewind-mirror-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._streamer._store(self._db, *item)
+            except BaseException as exc:
+                self.error = exc
+                return
+            self.written = item[0].lsn
+
+    def submit(self, batch: Batch, stamps: list[tuple[int, str, str]]) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._queue.put((batch, stamps), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Let the writer finish what it has, then stop it; raises what it failed with."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 class _SlotReset(Exception):
