@@ -228,8 +228,8 @@ class Streamer:
             except _SlotReset:
                 stream.close()
                 info = slot_info(db, self.slot)
-                assert info is not None
-                self._reset_slot(db, info)
+                if info is not None:  # a slot dropped under us is recreated, with a gap, next session
+                    self._reset_slot(db, info)
             finally:
                 stream.close()
 
