@@ -143,19 +143,19 @@ def test_drop_database_leaves_the_mirror_readable(shop: str, sqlite_url: str, pg
     assert code == 0 and "agent-7" in out and "Sales Dept.Customers" in out
 
 
-def test_kill_9_during_a_200k_change_stream_then_restart(shop: str, sqlite_url: str, tmp_path: Path) -> None:
+def test_kill_9_during_a_200k_change_stream_then_restart(shop: str, sqlite_url: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     total = 200_000
-    proc = StreamProcess(shop, sqlite_url, tmp_path / "stream.log")
-    wait_for(lambda: db_scalar(shop, "SELECT count(*) FROM pg_replication_slots WHERE active "
-                                     "AND database = current_database()"), what="the slot")
+    assert rewind(capsys, "init", "--dsn", shop, "--slot")[0] == 0  # WAL is kept for the stream from here
     with psycopg.connect(shop, autocommit=True) as w:
         w.execute("CREATE TABLE bulk (id int PRIMARY KEY, v text)")
         journal.track(shop, ["public.bulk"])
-        for start in range(0, total, 1000):  # 200 transactions while the first process streams
+        for start in range(0, total, 1000):  # 200 transactions, waiting in the slot
             w.execute("INSERT INTO bulk SELECT g, 'row ' || g FROM generate_series(%s::int, %s::int) g",
                       (start + 1, start + 1000))
     journaled = db_scalar(shop, "SELECT count(*) FROM rewind.change")
     assert journaled == total
+    proc = StreamProcess(shop, sqlite_url, tmp_path / "stream.log")
     at_kill = wait_for(lambda: mirrored_changes(sqlite_url) >= 1000 and mirrored_changes(sqlite_url),
                        what="the first batches")
     proc.kill()
