@@ -108,7 +108,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL: readers (rewind actions --journal) never block the stream's writes, nor it theirs.
     # synchronous=FULL: the stream tells the slot to drop WAL once the mirror has committed, so a
     # commit must survive a power loss too, not only a crash of the process (which NORMAL would
-    # cover); batches make that one fsync per batch, which costs little (see the README).
+    # cover); batches make that one fsync per batch (about 8 ms here; 40 per 200,000 changes).
     # case_sensitive_like: actor globs match case-sensitively, as on PostgreSQL.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
