@@ -208,14 +208,14 @@ class Streamer:
             sync_publication(db)
             info = slot_info(db, self.slot)
             assert info is not None
-            checkpoint = self.mirror.checkpoint(self.slot, self.database)
+            checkpoint = self.mirror.checkpoint(self.database)
             if created and checkpoint is not None and info.confirmed_lsn and checkpoint < info.confirmed_lsn:
                 self._write_gap(info.confirmed_lsn, checkpoint, "the slot was missing and has been recreated")
             elif self.max_lag_bytes is not None and info.lag_bytes > self.max_lag_bytes:
                 self._reset_slot(db, info)
             info = slot_info(db, self.slot)
             assert info is not None and info.confirmed_lsn is not None
-            self._mirrored = max(self.mirror.checkpoint(self.slot, self.database) or 0, 0)
+            self._mirrored = max(self.mirror.checkpoint(self.database) or 0, 0)
             self._confirmed = info.confirmed_lsn
             self._snapshot_tracked(db, max(self._mirrored, info.confirmed_lsn))
             # From the slot's position, not the mirror's: transactions the mirror already has come

@@ -294,3 +294,29 @@ def test_tables_publication_follows_tracking(shop: str, conn: psycopg.Connection
     conn.execute("ALTER TABLE later DROP CONSTRAINT later_pkey")
     assert "public.later" not in published()
     conn.execute("INSERT INTO later VALUES (1); UPDATE later SET id = 2; DELETE FROM later")
+
+
+def test_a_replay_writes_nothing_twice_and_still_stamps(shop: str, sqlite_url: str,
+                                                        conn: psycopg.Connection[Any]) -> None:
+    """Deterministically what a crash between the mirror commit and the slot's confirmation
+    leaves: a stream that brings every transaction again. Two slots created at the same point;
+    the second replays all that the first mirrored."""
+    for slot in ("first_slot", "second_slot"):
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    agent_work(shop)
+    total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
+    with streaming(shop, sqlite_url, slot="first_slot") as first:
+        wait_for(lambda: first.stats.changes_total == total and all_stamped(shop), what="the first stream")
+    snapshot = mirror_rows(sqlite_url, "SELECT commit_lsn, seq, id FROM rewind_change ORDER BY 1, 2")
+    checkpoint = mirror_scalar(sqlite_url, "SELECT max(confirmed_lsn) FROM rewind_checkpoint")
+    conn.execute("UPDATE rewind.tx SET commit_lsn = NULL, committed_at = NULL")  # as if the stamps never came
+    with streaming(shop, sqlite_url, slot="second_slot") as second:
+        wait_for(lambda: all_stamped(shop), what="the replay to stamp again")
+        wait_for(lambda: db_scalar(shop, "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots "
+                                         "WHERE slot_name = 'second_slot'") >= checkpoint, what="the replay's end")
+        assert second.stats.changes_total == 0 and second.stats.transactions_total == 0
+        assert second.stats.mirror_errors_total == 0
+    assert mirror_rows(sqlite_url, "SELECT commit_lsn, seq, id FROM rewind_change ORDER BY 1, 2") == snapshot
+    assert len(snapshot) == total
+    with pytest.raises(journal.BadInput, match="mirrors database"):
+        journal.mirror.MirrorStore(sqlite_url).checkpoint("some_other_database")

@@ -166,17 +166,17 @@ class MirrorStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def checkpoint(self, slot: str, database: str) -> int | None:
-        """The LSN the mirror holds everything up to, for this slot; refuses another database's."""
+    def checkpoint(self, database: str) -> int | None:
+        """The LSN the mirror holds everything up to. Over all slots: LSNs are positions in the
+        cluster's one WAL, so a stream through a new slot (renamed, recreated) skips what another
+        slot already brought. A mirror of another database is refused rather than mixed."""
+        cp = tables.checkpoint.c
         with self.engine.connect() as conn:
-            row = conn.execute(select(tables.checkpoint.c.confirmed_lsn, tables.checkpoint.c.database)
-                               .where(tables.checkpoint.c.slot == slot)).first()
-        if row is None:
-            return None
-        if row[1] != database:
-            raise BadInput(f"the journal at {mask_dsn(self.url)} mirrors database {row[1]} through slot {slot}, "
-                           f"not {database}")
-        return int(row[0])
+            rows = conn.execute(select(cp.database, func.max(cp.confirmed_lsn)).group_by(cp.database)).all()
+        others = [r[0] for r in rows if r[0] != database]
+        if others:
+            raise BadInput(f"the journal at {mask_dsn(self.url)} mirrors database {others[0]}, not {database}")
+        return int(rows[0][1]) if rows else None
 
     def gap_count(self) -> int:
         with self.engine.connect() as conn:
