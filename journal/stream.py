@@ -334,6 +334,7 @@ class Streamer:
             msg = read()
             if msg is None:
                 now = time.monotonic()
+                writer.check()
                 if writer.written > self._confirmed:
                     self._confirm(stream, writer.written)
                 if stop.is_set():
@@ -526,10 +527,14 @@ class _Writer:
                 return
             self.written = item[0].lsn
 
+    def check(self) -> None:
+        """Raise in the reader what the writer failed with: the session must end and replay."""
+        if self.error is not None:
+            raise self.error
+
     def submit(self, batch: Batch, stamps: list[tuple[int, str, str]]) -> None:
         while True:
-            if self.error is not None:
-                raise self.error
+            self.check()
             try:
                 self._queue.put((batch, stamps), timeout=0.1)
                 return

@@ -320,3 +320,22 @@ def test_a_replay_writes_nothing_twice_and_still_stamps(shop: str, sqlite_url: s
     assert len(snapshot) == total
     with pytest.raises(journal.BadInput, match="mirrors database"):
         journal.mirror.MirrorStore(sqlite_url).checkpoint("some_other_database")
+
+
+def test_a_failing_mirror_is_counted_and_retried_without_loss(shop: str, pg_mirror_url: str,
+                                                               conn: psycopg.Connection[Any]) -> None:
+    mirror_db = str(conninfo_to_dict(pg_mirror_url)["dbname"])
+    with streaming(shop, pg_mirror_url) as streamer:
+        agent_work(shop)
+        first = db_scalar(shop, "SELECT count(*) FROM rewind.change")
+        wait_for(lambda: streamer.stats.changes_total == first, what="the first changes")
+        # the mirror goes away: no new connections, the current ones cut
+        conn.execute(f'ALTER DATABASE "{mirror_db}" ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (mirror_db,))
+        with connect_as(shop, "agent-9") as a:
+            a.execute("INSERT INTO orders SELECT g, 2, g FROM generate_series(1, 30) g")
+        wait_for(lambda: streamer.stats.mirror_errors_total > 0, what="a mirror error")
+        conn.execute(f'ALTER DATABASE "{mirror_db}" ALLOW_CONNECTIONS true')
+        wait_for(lambda: mirrored_changes(pg_mirror_url) == first + 30, what="the changes written while it was away")
+        wait_for(lambda: streamer.stats.ready, what="the stream to be ready again")
+    assert mirror_scalar(pg_mirror_url, "SELECT count(DISTINCT id) FROM rewind_change") == first + 30
