@@ -36,6 +36,7 @@ bench: venv
 	$(BIN)/python bench/capture_overhead.py
 	$(BIN)/python bench/bulk_overhead.py
 	$(BIN)/python bench/undo_throughput.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -5,9 +5,11 @@ from journal.errors import BadInput, Refused, RewindError
 from journal.reading import Action, Change, list_actions, row_history, show_action
 from journal.schema import InitResult, init
 from journal.selection import Selection
+from journal.stream import Streamer, StreamStats, create_stream_slot
 from journal.timespec import parse_time
 from journal.tracking import Status, TrackedTable, resolve_table, status, track, tracked_ids, untrack
 
 __all__ = ["Action", "BadInput", "Change", "InitResult", "Refused", "RewindError", "Selection", "Status",
-           "TrackedTable", "connect", "init", "list_actions", "mask_dsn", "parse_time", "resolve_table",
-           "row_history", "show_action", "status", "track", "tracked_ids", "untrack"]
+           "StreamStats", "Streamer", "TrackedTable", "connect", "create_stream_slot", "init", "list_actions",
+           "mask_dsn", "parse_time", "resolve_table", "row_history", "show_action", "status", "track",
+           "tracked_ids", "untrack"]

@@ -17,7 +17,7 @@ from journal.schema import require_installed
 from journal.selection import Selection
 from journal.tracking import split_name
 
-_OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
+OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Change:
                 if before.get(k) != after.get(k)}
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "action": self.action, "table": self.table, "op": _OPS[self.op],
+        return {"id": self.id, "action": self.action, "table": self.table, "op": OPS[self.op],
                 "key": self.key, "before": self.before, "after": self.after,
                 "diff": self.diff, "at": self.at.isoformat(), "actor": self.actor}
 
@@ -119,7 +119,7 @@ def actions_on(conn: psycopg.Connection, selection: Selection, *, limit: int = 1
     for tx, tbl, op, n in conn.execute(counts, {**selection.params(), "ids": ids}):
         per_table = actions[tx].tables.setdefault(
             tbl, {"insert": 0, "update": 0, "delete": 0, "truncate": 0})
-        per_table[_OPS[op]] += n
+        per_table[OPS[op]] += n
         actions[tx].changes += n
     for tx, text in conn.execute(_ACTION_DDL, {"ids": ids}):
         actions[tx].ddl.append(text)

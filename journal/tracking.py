@@ -101,6 +101,7 @@ def track(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | Non
                 oids += [r[0] for r in conn.execute(_USER_TABLES, {"schema": s})]
             for oid in dict.fromkeys(oids):
                 conn.execute("SELECT rewind.track(%s::oid::regclass)", (oid,))
+            sync_publication(conn)
         return _tracked(conn)
 
 
@@ -124,7 +125,16 @@ def untrack(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | N
                     "AND untracked_at IS NULL AND dropped_at IS NULL", (s,))]
             for oid in dict.fromkeys(oids):
                 conn.execute("SELECT rewind.untrack(%s::oid::regclass)", (oid,))
+            sync_publication(conn)
         return _tracked(conn)
+
+
+def sync_publication(conn: psycopg.Connection) -> None:
+    """Make the rewind_tables publication list exactly the tracked tables that can be published
+    (see journal/sql/publications.sql); a schema from before revision 0002 has none to sync."""
+    row = conn.execute("SELECT to_regprocedure('rewind.sync_tables_publication()') IS NOT NULL").fetchone()
+    if row and row[0]:
+        conn.execute("SELECT rewind.sync_tables_publication()")
 
 
 def _tracked(conn: psycopg.Connection) -> list[TrackedTable]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,7 +14,7 @@ import typer
 
 import journal
 import restore
-from journal import BadInput, RewindError, Selection, parse_time
+from journal import BadInput, RewindError, Selection, mirror, parse_time
 from rewind import output
 from rewind.backup_cli import backup_app
 
@@ -21,6 +24,10 @@ app.add_typer(backup_app, name="backup")
 
 Dsn = Annotated[str, typer.Option("--dsn", envvar="REWIND_DSN", show_envvar=True,
                                   help="Target database (postgresql://...). Shown masked.")]
+OptionalDsn = Annotated[str | None, typer.Option("--dsn", envvar="REWIND_DSN", show_envvar=True,
+                                                 help="Target database (postgresql://...). Shown masked.")]
+JournalUrl = Annotated[str | None, typer.Option("--journal", help="Read the journal's mirror (an SQLAlchemy URL, "
+                                                "as written by `rewind stream`) instead of the database.")]
 Json = Annotated[bool, typer.Option("--json", help="JSON on stdout, nothing else.")]
 Actors = Annotated[list[str] | None, typer.Option("--actor", help="Actor glob (agent-*); repeatable.")]
 Roles = Annotated[list[str] | None, typer.Option("--role", help="Database role; repeatable.")]
@@ -32,15 +39,28 @@ Tables = Annotated[list[str] | None, typer.Option("--table", help="schema.table;
 OnConflict = Annotated[restore.Policy, typer.Option("--on-conflict", help="abort, skip or merge.")]
 
 
+def _need(dsn: str | None) -> str:
+    if not dsn:
+        raise BadInput("no database given: pass --dsn (or set REWIND_DSN), or --journal URL")
+    return dsn
+
+
 def _time(text: str | None) -> datetime | None:
     return parse_time(text) if text else None
 
 
-def _selection(dsn: str, actors: list[str] | None, roles: list[str] | None, runs: list[str] | None,
+def _selection(dsn: str | None, actors: list[str] | None, roles: list[str] | None, runs: list[str] | None,
                actions: list[int] | None, since: str | None, until: str | None,
-               tables: list[str] | None) -> Selection:
+               tables: list[str] | None, journal_url: str | None = None) -> Selection:
     sel = Selection(actors=actors or [], roles=roles or [], runs=runs or [], actions=actions or [],
                     since=_time(since), until=_time(until))
+    if journal_url is not None:
+        if tables:
+            sel.tables = mirror.tracked_ids(journal_url, tables)
+        missing = mirror.unknown_actions(journal_url, actions) if actions else []
+        if missing:
+            raise BadInput("unknown action id: " + ", ".join(map(str, missing)))
+        return sel
     if tables:
         with journal.connect(dsn) as conn:
             journal.schema.require_installed(conn)
@@ -57,16 +77,23 @@ def _selection(dsn: str, actors: list[str] | None, roles: list[str] | None, runs
 @app.command()
 def init(dsn: Dsn, event_triggers: Annotated[bool, typer.Option(
         help="Install event triggers (DDL capture, tracking new tables); needs superuser.")] = True,
+         slot: Annotated[bool, typer.Option("--slot", help="Also create the decoding stream's replication "
+                                            "slot now (rewind stream creates it on first start otherwise).")] = False,
+         slot_name: Annotated[str | None, typer.Option("--slot-name", help="Slot name (default "
+                                                       "rewind_<database>).")] = None,
          as_json: Json = False) -> None:
     """Install or upgrade the rewind schema (Alembic migrations). Safe to run again."""
     res = journal.init(dsn, event_triggers=event_triggers)
+    slot_created = journal.create_stream_slot(dsn, slot_name) if slot or slot_name else None
     if as_json:
         output.emit_json({"database": res.database, "revision": res.revision, "upgraded_from": res.upgraded_from,
-                          "event_triggers": res.event_triggers})
+                          "event_triggers": res.event_triggers, "slot": slot_created})
     elif res.upgraded_from == res.revision:
         output.out.print(f"rewind already at revision {res.revision} in {res.database}")
     else:
         output.out.print(f"rewind installed in {res.database} at revision {res.revision}")
+    if slot_created and not as_json:
+        output.out.print(f"replication slot {slot_created} ready")
 
 
 @app.command()
@@ -106,21 +133,23 @@ def status(dsn: Dsn, as_json: Json = False) -> None:
 
 
 @app.command()
-def actions(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, action: ActionIds = None,
-            since: Since = None, until: Until = None, table: Tables = None,
+def actions(dsn: OptionalDsn = None, actor: Actors = None, role: Roles = None, run: Runs = None,
+            action: ActionIds = None, since: Since = None, until: Until = None, table: Tables = None,
             limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 1000,
-            as_json: Json = False) -> None:
+            journal_url: JournalUrl = None, as_json: Json = False) -> None:
     """One row per transaction: actor, role, run, time, tables and counts."""
-    sel = _selection(dsn, actor, role, run, action, since, until, table)
-    items = journal.list_actions(dsn, sel, limit=limit)
+    sel = _selection(dsn, actor, role, run, action, since, until, table, journal_url)
+    items = (mirror.list_actions(journal_url, sel, limit=limit) if journal_url is not None
+             else journal.list_actions(_need(dsn), sel, limit=limit))
     output.emit_json([a.as_json() for a in items]) if as_json else output.actions(items)
 
 
 @app.command()
-def show(dsn: Dsn, action_id: Annotated[int, typer.Argument(help="Action id from `rewind actions`.")],
-         as_json: Json = False) -> None:
+def show(action_id: Annotated[int, typer.Argument(help="Action id from `rewind actions`.")],
+         dsn: OptionalDsn = None, journal_url: JournalUrl = None, as_json: Json = False) -> None:
     """Every change an action made, with before/after diffs."""
-    action, changes = journal.show_action(dsn, action_id)
+    action, changes = (mirror.show_action(journal_url, action_id) if journal_url is not None
+                       else journal.show_action(_need(dsn), action_id))
     if as_json:
         output.emit_json({"action": action.as_json(), "changes": [c.as_json() for c in changes]})
     else:
@@ -129,11 +158,12 @@ def show(dsn: Dsn, action_id: Annotated[int, typer.Argument(help="Action id from
 
 
 @app.command()
-def history(dsn: Dsn, table: Annotated[str, typer.Argument(help="schema.table")],
+def history(table: Annotated[str, typer.Argument(help="schema.table")],
             pk: Annotated[str, typer.Option("--pk", help="Key value, or a JSON object for composite keys.")],
-            as_json: Json = False) -> None:
+            dsn: OptionalDsn = None, journal_url: JournalUrl = None, as_json: Json = False) -> None:
     """One row's life: who changed what, when."""
-    changes = journal.row_history(dsn, table, pk)
+    changes = (mirror.row_history(journal_url, table, pk) if journal_url is not None
+               else journal.row_history(_need(dsn), table, pk))
     if as_json:
         output.emit_json([c.as_json() for c in changes])
     else:
@@ -223,6 +253,34 @@ def restore_cmd(dsn: Dsn, to: Annotated[str, typer.Option("--to", help="ISO-8601
                                 fire_triggers=fire_triggers)
     assert isinstance(result, restore.UndoResult)
     output.emit_json(result.as_json()) if as_json else output.undo_result(result)
+
+
+@app.command()
+def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
+               "--journal", help="Where to mirror the journal: an SQLAlchemy URL (default: an SQLite file "
+               "rewind-journal-<database>.sqlite in the current directory).")] = None,
+           slot: Annotated[str | None, typer.Option("--slot", help="Replication slot (default "
+                                                    "rewind_<database>); created on first start.")] = None,
+           max_lag_bytes: Annotated[int | None, typer.Option(
+               "--max-lag-bytes", help="Past this much WAL behind, recreate the slot and record a gap "
+               "instead of letting WAL fill the disk.")] = None,
+           heartbeat_seconds: Annotated[float, typer.Option("--heartbeat-seconds")] = 10.0) -> None:
+    """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C."""
+    url = journal_url or mirror.default_journal_url(dsn)
+    streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
+                                heartbeat_seconds=heartbeat_seconds)
+    streamer.prepare()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    output.err.print(f"rewind: streaming {journal.mask_dsn(dsn)} (slot {streamer.slot}) into "
+                     f"{journal.mask_dsn(url)}", markup=False, highlight=False)
+    streamer.run(stop)
+    s = streamer.stats
+    output.err.print(f"rewind: stopped after {s.changes_total} change(s) in {s.transactions_total} "
+                     f"transaction(s)", markup=False, highlight=False)
 
 
 def run(args: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -54,3 +55,19 @@ def dsn(pg_cluster: Cluster) -> Iterator[str]:
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(dsn, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A journal mirror in an SQLite file (the default kind)."""
+    return f"sqlite:///{tmp_path}/journal.sqlite"
+
+
+@pytest.fixture
+def pg_mirror_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A journal mirror in another database of the same cluster."""
+    name = f"mirror_{uuid.uuid4().hex[:8]}"
+    url = pg_cluster.create_database(name)
+    yield url
+    if pg_cluster.running:
+        pg_cluster.drop_database(name)

@@ -31,10 +31,10 @@ def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[
 def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
                                           conn: psycopg.Connection[Any]) -> None:
     code, first = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0001"
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0002"
     code, second = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and second["upgraded_from"] == "0001"
-    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0001",)
+    assert code == 0 and second["upgraded_from"] == "0002"
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0002",)
 
 
 def test_init_without_privileges_names_them(dsn: str, conn: psycopg.Connection[Any],
