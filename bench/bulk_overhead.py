@@ -1,4 +1,4 @@
-"""Capture overhead on bulk statements: a 1M-row INSERT ... SELECT and DELETE, tracked vs untracked.
+"""Capture overhead on bulk statements: a 1M-row INSERT ... SELECT, UPDATE and DELETE, tracked vs untracked.
 
 One throwaway cluster with durable settings (fsync, synchronous_commit and full_page_writes on),
 one database with rewind installed. Every measurement gets a fresh table shaped like
@@ -7,7 +7,12 @@ table is tracked with journal.track() before its INSERT. Each timed step runs in
 commit and its WAL flush are included) after a VACUUM and a CHECKPOINT:
 
     INSERT INTO t SELECT g, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, N) g   -- empty table
+    UPDATE t SET abalance = abalance + 1                                               -- all N rows
     DELETE FROM t                                                                      -- all N rows
+
+The UPDATE has no target: plain tables capture UPDATEs with a row trigger, the light path for
+one-row OLTP statements, so a bulk UPDATE pays a trigger call per row; it is measured so that
+the price is known.
 
 The sides alternate within each repeat (order flipped every repeat); medians of --repeat runs.
 
@@ -34,6 +39,7 @@ from common import BENCH_SETTINGS, finish
 
 _CREATE = "CREATE TABLE {t} (aid integer PRIMARY KEY, bid integer, abalance integer, filler char(84))"
 _INSERT = "INSERT INTO {t} SELECT g, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, %s) g"
+_UPDATE = "UPDATE {t} SET abalance = abalance + 1"
 _DELETE = "DELETE FROM {t}"
 
 
@@ -50,7 +56,7 @@ def timed(conn: psycopg.Connection, query: str, params: Sequence[object] = ()) -
     return time.perf_counter() - t0, cur.rowcount
 
 
-def measure(dsn: str, table: str, rows: int, tracked: bool) -> tuple[float, float]:
+def measure(dsn: str, table: str, rows: int, tracked: bool) -> tuple[float, float, float]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(_CREATE.format(t=table))
         if tracked:
@@ -59,14 +65,17 @@ def measure(dsn: str, table: str, rows: int, tracked: bool) -> tuple[float, floa
         t_ins, n = timed(conn, _INSERT.format(t=table), (rows,))
         assert n == rows, (n, rows)
         settle(conn, table, journal_too=True)
+        t_upd, n = timed(conn, _UPDATE.format(t=table))
+        assert n == rows, (n, rows)
+        settle(conn, table, journal_too=True)
         t_del, n = timed(conn, _DELETE.format(t=table))
         assert n == rows, (n, rows)
         if tracked:
             got = conn.execute("SELECT count(*) FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl "
                                "WHERE k.table_name = %s", (table,)).fetchone()
-            assert got is not None and got[0] == 2 * rows, (got, rows)
+            assert got is not None and got[0] == 3 * rows, (got, rows)
         conn.execute(f"DROP TABLE {table}")
-    return t_ins, t_del
+    return t_ins, t_upd, t_del
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,24 +99,29 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{os.getloadavg()[0]:.2f}")
         journal.init(dsn)
 
-        times: dict[str, dict[str, list[float]]] = {s: {"insert": [], "delete": []} for s in ("untracked", "tracked")}
+        times: dict[str, dict[str, list[float]]] = {
+            s: {"insert": [], "update": [], "delete": []} for s in ("untracked", "tracked")}
         print()
-        print(f"{'repeat':>6}  {'side':<9}  {'INSERT s':>9}  {'DELETE s':>9}")
+        print(f"{'repeat':>6}  {'side':<9}  {'INSERT s':>9}  {'UPDATE s':>9}  {'DELETE s':>9}")
         for rep in range(1, args.repeat + 1):
             order = ["untracked", "tracked"] if rep % 2 == 1 else ["tracked", "untracked"]
             for side in order:
-                t_ins, t_del = measure(dsn, f"bulk_{side}_{rep}", args.rows, side == "tracked")
+                t_ins, t_upd, t_del = measure(dsn, f"bulk_{side}_{rep}", args.rows, side == "tracked")
                 times[side]["insert"].append(t_ins)
+                times[side]["update"].append(t_upd)
                 times[side]["delete"].append(t_del)
-                print(f"{rep:>6}  {side:<9}  {t_ins:>9.3f}  {t_del:>9.3f}", flush=True)
+                print(f"{rep:>6}  {side:<9}  {t_ins:>9.3f}  {t_upd:>9.3f}  {t_del:>9.3f}", flush=True)
 
         med = {s: {op: statistics.median(v) for op, v in ops.items()} for s, ops in times.items()}
         ins_ratio = med["tracked"]["insert"] / med["untracked"]["insert"]
+        upd_ratio = med["tracked"]["update"] / med["untracked"]["update"]
         del_ratio = med["tracked"]["delete"] / med["untracked"]["delete"]
         print()
         print(f"{'median':<9}  {'untracked s':>11}  {'tracked s':>9}  {'ratio':>6}  target")
         print(f"{'INSERT':<9}  {med['untracked']['insert']:>11.3f}  {med['tracked']['insert']:>9.3f}  "
               f"{ins_ratio:>6.2f}  <= 3")
+        print(f"{'UPDATE':<9}  {med['untracked']['update']:>11.3f}  {med['tracked']['update']:>9.3f}  "
+              f"{upd_ratio:>6.2f}  (none: a row trigger, see above)")
         print(f"{'DELETE':<9}  {med['untracked']['delete']:>11.3f}  {med['tracked']['delete']:>9.3f}  "
               f"{del_ratio:>6.2f}  <= 10")
         finish("tracked/untracked INSERT time <= 3, DELETE time <= 10",

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import connect_as, rewind, rewind_json, table_state
+from psycopg import sql
 
 from rewind.devdb import Cluster
 
@@ -31,10 +32,35 @@ def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[
 def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
                                           conn: psycopg.Connection[Any]) -> None:
     code, first = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0002"
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0003"
     code, second = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and second["upgraded_from"] == "0002"
-    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0002",)
+    assert code == 0 and second["upgraded_from"] == "0003"
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0003",)
+
+
+def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn: psycopg.Connection[Any],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A database tracked before revision 0003 has statement-level UPDATE capture on plain tables;
+    the upgrade gives them the row trigger, and every UPDATE is journaled once either way."""
+    def row_level() -> bool:
+        row = conn.execute("SELECT (tgtype::int & 1) = 1 FROM pg_trigger "
+                           "WHERE tgrelid = 'customers'::regclass AND tgname = 'rewind_capture_u'").fetchone()
+        return bool(row and row[0])
+
+    assert row_level()
+    conn.execute("DROP TRIGGER rewind_capture_u ON customers")
+    tbl = conn.execute("SELECT id FROM rewind.tracked WHERE table_name = 'customers'").fetchone()[0]  # type: ignore[index]
+    conn.execute(sql.SQL("CREATE TRIGGER rewind_capture_u AFTER UPDATE ON customers REFERENCING OLD TABLE AS old_rows "
+                         "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_update({})").format(
+                             sql.Literal(str(tbl))))
+    conn.execute("UPDATE rewind.alembic_version SET version_num = '0002'")
+    code, result = rewind_json(capsys, "init", "--dsn", shop)
+    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0003"
+    assert row_level()
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-7")
+    assert actions[0]["tables"]["public.customers"]["update"] == 3
 
 
 def test_init_without_privileges_names_them(dsn: str, conn: psycopg.Connection[Any],
