@@ -52,6 +52,10 @@ class RunRecord:
 
 HISTORY: list[RunRecord] = []  # this process's runs, newest last
 
+# The database `rewind serve` streams: the jobs' last resort when neither REWIND_DSN nor [backup]
+# dsn names one. Kept in memory only, never in the job store.
+_served_dsn: str | None = None
+
 
 def trigger(expr: str) -> CronTrigger:
     """Five fields (minute hour day month weekday) as crontab, or six with seconds first."""
@@ -92,7 +96,7 @@ def run_job(name: str, config_path: str | None) -> dict[str, Any]:
         if not cfg.store:
             raise BadInput("no [backup] store in rewind.toml")
         store = open_store(cfg.store, cfg.s3)
-        dsn = os.environ.get("REWIND_DSN") or cfg.dsn
+        dsn = os.environ.get("REWIND_DSN") or cfg.dsn or _served_dsn
         if name == "create":
             if not dsn:
                 raise BadInput("no database: set REWIND_DSN or [backup] dsn")
@@ -133,9 +137,13 @@ def run_job(name: str, config_path: str | None) -> dict[str, Any]:
     return {"job": name, "ok": ok, "duration_s": round(duration, 3), **detail}
 
 
-def start_scheduler(cfg: backup_config.BackupConfig, *, jobstore: str | None = None) -> BaseScheduler:
+def start_scheduler(cfg: backup_config.BackupConfig, *, jobstore: str | None = None,
+                    served_dsn: str | None = None) -> BaseScheduler:
     """A started background scheduler with one job per [backup.schedule] entry, in a persistent
-    job store when one is configured (jobstore = "sqlite:///path" or any SQLAlchemy URL)."""
+    job store when one is configured (jobstore = "sqlite:///path" or any SQLAlchemy URL).
+    served_dsn: the database of the `rewind serve` that runs the scheduler, used when the
+    environment and rewind.toml name none."""
+    global _served_dsn
     if not cfg.schedule:
         raise BadInput("no jobs: add cron expressions under [backup.schedule] in rewind.toml "
                        "(create, verify, prune)")
@@ -152,5 +160,6 @@ def start_scheduler(cfg: backup_config.BackupConfig, *, jobstore: str | None = N
     for job in sched.get_jobs():  # jobs removed from rewind.toml leave the persistent store too
         if job.id.startswith("backup-") and job.id not in wanted:
             job.remove()
+    _served_dsn = served_dsn
     sched.resume()
     return sched

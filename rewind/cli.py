@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +14,7 @@ import typer
 import journal
 import restore
 from journal import BadInput, RewindError, Selection, mirror, parse_time
-from rewind import output
+from rewind import config, logs, output, service
 from rewind.backup_cli import backup_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -265,22 +264,53 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
                "--max-lag-bytes", help="Past this much WAL behind, recreate the slot and record a gap "
                "instead of letting WAL fill the disk.")] = None,
            heartbeat_seconds: Annotated[float, typer.Option("--heartbeat-seconds")] = 10.0) -> None:
-    """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C."""
+    """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C
+    (`rewind serve` does the same, with the HTTP API and the backup schedules)."""
     url = journal_url or mirror.default_journal_url(dsn)
     streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
                                 heartbeat_seconds=heartbeat_seconds)
     streamer.prepare()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("text", secrets=[dsn, url])
     output.err.print(f"rewind: streaming {journal.mask_dsn(dsn)} (slot {streamer.slot}) into "
                      f"{journal.mask_dsn(url)}", markup=False, highlight=False)
-    streamer.run(stop)
+    with service.stop_on_signals(threading.Event()) as stop:
+        streamer.run(stop)
     s = streamer.stats
     output.err.print(f"rewind: stopped after {s.changes_total} change(s) in {s.transactions_total} "
                      f"transaction(s)", markup=False, highlight=False)
+
+
+@app.command()
+def serve(
+    dsn: Annotated[str | None, typer.Option("--dsn", help="Database to stream (REWIND_DSN, [serve] dsn). "
+                                            "Shown masked.")] = None,
+    journal_url: Annotated[str | None, typer.Option("--journal", help="Mirror's SQLAlchemy URL (REWIND_JOURNAL; "
+                                                    "default an SQLite file rewind-journal-<database>.sqlite "
+                                                    "in the current directory).")] = None,
+    http: Annotated[str | None, typer.Option("--http", metavar="HOST:PORT", help="Where the HTTP API listens "
+                                             f"(REWIND_HTTP; default {config.DEFAULT_HOST}:"
+                                             f"{config.DEFAULT_PORT}).")] = None,
+    config_path: Annotated[Path | None, typer.Option("--config", help="rewind.toml: [serve] settings and "
+                                                     "[backup] schedules (REWIND_CONFIG; default ./rewind.toml "
+                                                     "if present).")] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", help="text or json: one JSON object per "
+                                                   "line on stderr (REWIND_LOG_FORMAT).")] = None,
+    slot: Annotated[str | None, typer.Option("--slot", help="Replication slot (REWIND_SLOT; default "
+                                             "rewind_<database>); created on first start.")] = None,
+    max_lag: Annotated[int | None, typer.Option("--max-lag", metavar="BYTES", help="Past this much WAL behind, "
+                                                "recreate the slot and record a gap (REWIND_MAX_LAG).")] = None,
+    heartbeat_seconds: Annotated[float | None, typer.Option("--heartbeat-seconds", help="How often lag is "
+                                                            "measured and an idle slot advanced "
+                                                            "(REWIND_HEARTBEAT_SECONDS; default 10).")] = None,
+) -> None:
+    """The sidecar: the decoding stream, the backup schedules of rewind.toml and an HTTP API
+    (/healthz, /readyz, /metrics) in one process, until SIGTERM or Ctrl-C."""
+    settings = config.load_settings({"dsn": dsn, "journal": journal_url, "http": http, "log_format": log_format,
+                                     "slot": slot, "max_lag": max_lag, "heartbeat_seconds": heartbeat_seconds},
+                                    config=config_path)
+    code = service.serve(settings)
+    if code:
+        raise typer.Exit(code)
 
 
 def run(args: list[str] | None = None) -> int:

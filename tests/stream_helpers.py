@@ -89,24 +89,36 @@ def slot_lsns(dsn: str) -> tuple[int, int] | None:
         return (int(row[0]), int(row[1])) if row else None
 
 
-class StreamProcess:
-    """`python -m rewind stream` as a child process, to be killed."""
+class RewindProcess:
+    """`python -m rewind ARGS` as a child process, to be killed or stopped; its output in a file."""
 
-    def __init__(self, dsn: str, url: str, log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self._fh = log.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rewind", "stream", "--dsn", dsn, "--journal", url, "--heartbeat-seconds", "0.3"],
-            stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "rewind", *args], stdout=self._fh,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
         self._fh.close()
 
-    def terminate(self) -> int:
+    def terminate(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._fh.close()
-        return code
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._fh.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class StreamProcess(RewindProcess):
+    """`python -m rewind stream` as a child process, to be killed."""
+
+    def __init__(self, dsn: str, url: str, log: Path) -> None:
+        super().__init__(["stream", "--dsn", dsn, "--journal", url, "--heartbeat-seconds", "0.3"], log)

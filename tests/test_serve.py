@@ -1,0 +1,178 @@
+"""`rewind serve` as operators run it: a child process against the throwaway cluster, probed over
+real HTTP. It becomes live then ready, counts a tracked write in /metrics, runs the backup
+schedule of its rewind.toml, answers 503 while it cannot stream, stops cleanly on SIGTERM with
+the write in the mirror, logs JSON without secrets, and turns bad input away with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import connect_as, rewind, rewind_json
+from prometheus_client.parser import text_string_to_metric_families
+from stream_helpers import RewindProcess, wait_for
+
+import journal
+from backup import list_snapshots, open_store
+from journal.replication import open_stream
+from rewind.devdb import Cluster
+
+_PORT = re.compile(r"http://127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture
+def shop(dsn: str, conn: psycopg.Connection[Any]) -> str:
+    conn.execute("CREATE TABLE orders (id int PRIMARY KEY, qty int)")
+    journal.init(dsn)
+    journal.track(dsn, ["public.orders"])
+    return dsn
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[RewindProcess, str]:
+    """`rewind serve ARGS --http 127.0.0.1:0`, and its base URL once it has said where it listens."""
+    proc = RewindProcess(["serve", "--http", "127.0.0.1:0", *args], tmp_path / "serve.log", env=env)
+
+    def port() -> str | None:
+        assert proc.proc.poll() is None, proc.output()
+        found = _PORT.search(proc.output())
+        return found[1] if found else None
+    return proc, f"http://127.0.0.1:{wait_for(port, what='the serving line')}"
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body = get(base + "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+def metric(base: str, name: str, **labels: str) -> float | None:
+    return metrics(base).get((name, tuple(sorted(labels.items()))))
+
+
+def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_cluster: Cluster,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    journal_url = f"sqlite:///{tmp_path}/journal.sqlite"
+    (tmp_path / "rewind.toml").write_text(f'[serve]\njournal = "{journal_url}"\nheartbeat_seconds = 0.3\n'
+                                          'log_format = "text"\n')
+    env = {**os.environ, "REWIND_DSN": shop, "REWIND_LOG_FORMAT": "json"}
+    proc, base = start(tmp_path, "--config", str(tmp_path / "rewind.toml"), env=env)  # dsn, format: environment
+    try:
+        assert get(base + "/healthz")[0] == 200
+        wait_for(lambda: get(base + "/readyz")[0] == 200, what="/readyz 200")
+        assert json.loads(get(base + "/readyz")[1])["ready"] is True
+        before = metric(base, "rewind_stream_changes_total")
+        assert before is not None
+        with connect_as(shop, "agent-7") as a:
+            a.execute("INSERT INTO orders SELECT g, g FROM generate_series(1, 3) g")
+        wait_for(lambda: (metric(base, "rewind_stream_changes_total") or 0) >= before + 3, what="changes counted")
+        wait_for(lambda: metric(base, "rewind_stream_lag_bytes") is not None, what="lag measured")
+        seen = metrics(base)
+        assert seen[("rewind_stream_ready", ())] == 1
+        assert seen[("rewind_stream_lag_seconds", ())] >= 0
+        assert seen[("rewind_stream_last_commit_timestamp_seconds", ())] > 1.7e9
+        assert seen[("rewind_stream_mirror_errors_total", ())] == 0
+        assert seen[("rewind_stream_gaps_total", ())] == 0
+        assert ("rewind_stream_transactions_total", ()) in seen
+    finally:
+        code = proc.terminate(timeout=10)
+    log = proc.output()
+    assert code == 0, log[-3000:]
+    code, actions = rewind_json(capsys, "actions", "--journal", journal_url, "--actor", "agent-7")
+    assert code == 0 and [a["changes"] for a in actions] == [3]
+
+    lines = [json.loads(line) for line in log.splitlines()]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in lines)
+    serving = next(e for e in lines if e["message"].startswith("serving"))
+    assert serving["slot"].startswith("rewind_") and "***" in serving["dsn"]
+    assert any(e["message"].startswith("stopped after 3 change") for e in lines)
+    assert pg_cluster.password not in log
+
+
+def test_readyz_is_503_until_the_stream_runs(shop: str, tmp_path: Path) -> None:
+    """Another consumer holds the slot: the process is alive, not ready; it becomes ready as soon
+    as the slot is free."""
+    slot = journal.create_stream_slot(shop)
+    holder = open_stream(shop, slot, start_lsn=0)
+    proc, base = start(tmp_path, "--dsn", shop, "--journal", f"sqlite:///{tmp_path}/j.sqlite",
+                       "--heartbeat-seconds", "0.3")
+    try:
+        wait_for(lambda: "interrupted" in proc.output(), what="the stream to find the slot taken")
+        assert get(base + "/healthz")[0] == 200
+        status, body = get(base + "/readyz")
+        assert status == 503 and json.loads(body)["ready"] is False
+        assert metric(base, "rewind_stream_ready") == 0
+        holder.close()
+        wait_for(lambda: get(base + "/readyz")[0] == 200, timeout=20, what="/readyz 200 once the slot is free")
+    finally:
+        holder.close()
+        code = proc.terminate(timeout=10)
+    assert code == 0, proc.output()[-3000:]
+
+
+def test_serve_runs_the_backup_schedule(shop: str, tmp_path: Path) -> None:
+    store = (tmp_path / "store").as_uri()
+    (tmp_path / "rewind.toml").write_text(f'[backup]\nstore = "{store}"\n\n[backup.schedule]\n'
+                                          'create = "* * * * * *"\n')
+    env = {k: v for k, v in os.environ.items() if k != "REWIND_DSN"}  # the served database is used
+    proc, base = start(tmp_path, "--dsn", shop, "--journal", f"sqlite:///{tmp_path}/j.sqlite",
+                       "--config", str(tmp_path / "rewind.toml"), env=env)
+    try:
+        wait_for(lambda: metric(base, "rewind_backup_job_runs_total", job="create", outcome="success"),
+                 timeout=60, what="a scheduled create to succeed")
+        assert metric(base, "rewind_backup_job_last_success_timestamp_seconds", job="create")
+    finally:
+        code = proc.terminate(timeout=30)
+    assert code == 0, proc.output()[-3000:]
+    assert list_snapshots(open_store(store))
+
+
+def test_bad_input_is_one_line_exit_2(shop: str, tmp_path: Path, pg_cluster: Cluster,
+                                      capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ("REWIND_DSN", "REWIND_CONFIG", "REWIND_HTTP", "REWIND_JOURNAL"):
+        monkeypatch.delenv(var, raising=False)
+    sqlite = f"sqlite:///{tmp_path}/j.sqlite"
+    taken = socket.create_server(("127.0.0.1", 0))
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[serve\n")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[serve]\nport = 1\n')
+    wrong = shop.replace(pg_cluster.password, "wrong-secret")
+    cases: list[tuple[list[str], str]] = [
+        ([], "no database given"),
+        (["--dsn", "postgresql://u:pw-secret@127.0.0.1:1/x", "--journal", sqlite], "127.0.0.1"),
+        (["--dsn", wrong, "--journal", sqlite], "authentication"),
+        (["--dsn", shop, "--http", "nowhere"], "--http"),
+        (["--dsn", shop, "--http", "127.0.0.1:99999"], "out of range"),
+        (["--dsn", shop, "--journal", sqlite, "--http", f"127.0.0.1:{taken.getsockname()[1]}"], "cannot listen"),
+        (["--dsn", shop, "--config", str(tmp_path / "missing.toml")], "not found"),
+        (["--dsn", shop, "--config", str(bad_toml)], "cannot read"),
+        (["--dsn", shop, "--config", str(unknown)], "unknown [serve] setting"),
+        (["--dsn", shop, "--log-format", "xml"], "--log-format"),
+        (["--dsn", shop, "--slot", "Bad-Name", "--journal", sqlite], "slot name"),
+    ]
+    try:
+        for args, expected in cases:
+            code, out, err = rewind(capsys, "serve", *args)
+            assert code == 2, (args, err)
+            assert expected in err and len(err.strip().splitlines()) == 1, (args, err)
+            assert "pw-secret" not in err and "wrong-secret" not in err and pg_cluster.password not in err
+    finally:
+        taken.close()
