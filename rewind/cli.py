@@ -282,7 +282,7 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
 
 @app.command()
 def serve(
-    dsn: Annotated[str | None, typer.Option("--dsn", help="Database to stream (REWIND_DSN, [serve] dsn). "
+    dsn: Annotated[str | None, typer.Option("--dsn", help="Database to stream (REWIND_DSN, \\[serve] dsn). "
                                             "Shown masked.")] = None,
     journal_url: Annotated[str | None, typer.Option("--journal", help="Mirror's SQLAlchemy URL (REWIND_JOURNAL; "
                                                     "default an SQLite file rewind-journal-<database>.sqlite "
@@ -290,8 +290,8 @@ def serve(
     http: Annotated[str | None, typer.Option("--http", metavar="HOST:PORT", help="Where the HTTP API listens "
                                              f"(REWIND_HTTP; default {config.DEFAULT_HOST}:"
                                              f"{config.DEFAULT_PORT}).")] = None,
-    config_path: Annotated[Path | None, typer.Option("--config", help="rewind.toml: [serve] settings and "
-                                                     "[backup] schedules (REWIND_CONFIG; default ./rewind.toml "
+    config_path: Annotated[Path | None, typer.Option("--config", help="rewind.toml: \\[serve] settings and "
+                                                     "\\[backup] schedules (REWIND_CONFIG; default ./rewind.toml "
                                                      "if present).")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text or json: one JSON object per "
                                                    "line on stderr (REWIND_LOG_FORMAT).")] = None,

@@ -74,22 +74,15 @@ def _log_format(value: Any) -> str:
     return text
 
 
-def _bytes(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of bytes")
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be positive")
-    return number
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds")
-    number = float(value)
-    if not number > 0:
-        raise ValueError("must be positive")
-    return number
+def _positive(convert: Callable[[Any], float], unit: str) -> Callable[[Any], Any]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):  # TOML true is not a number of anything
+            raise ValueError(f"expected a number of {unit}")
+        number = convert(value)
+        if not number > 0:
+            raise ValueError("must be positive")
+        return number
+    return parse
 
 
 def _http(value: Any) -> str:
@@ -104,8 +97,8 @@ _SOURCES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "http": ("REWIND_HTTP", _http),
     "log_format": ("REWIND_LOG_FORMAT", _log_format),
     "slot": ("REWIND_SLOT", _text),
-    "max_lag": ("REWIND_MAX_LAG", _bytes),
-    "heartbeat_seconds": ("REWIND_HEARTBEAT_SECONDS", _seconds),
+    "max_lag": ("REWIND_MAX_LAG", _positive(int, "bytes")),
+    "heartbeat_seconds": ("REWIND_HEARTBEAT_SECONDS", _positive(float, "seconds")),
 }
 ENVIRONMENT: Final = {name: env for name, (env, _) in _SOURCES.items()}
 

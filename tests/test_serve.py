@@ -154,6 +154,10 @@ def test_bad_input_is_one_line_exit_2(shop: str, tmp_path: Path, pg_cluster: Clu
     bad_toml.write_text("[serve\n")
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('[serve]\nport = 1\n')
+    cron = tmp_path / "cron.toml"
+    cron.write_text(f'[backup]\nstore = "{tmp_path.as_uri()}"\n[backup.schedule]\ncreate = "hourly"\n')
+    storeless = tmp_path / "storeless.toml"
+    storeless.write_text('[backup.schedule]\ncreate = "0 * * * *"\n')
     wrong = shop.replace(pg_cluster.password, "wrong-secret")
     cases: list[tuple[list[str], str]] = [
         ([], "no database given"),
@@ -165,6 +169,8 @@ def test_bad_input_is_one_line_exit_2(shop: str, tmp_path: Path, pg_cluster: Clu
         (["--dsn", shop, "--config", str(tmp_path / "missing.toml")], "not found"),
         (["--dsn", shop, "--config", str(bad_toml)], "cannot read"),
         (["--dsn", shop, "--config", str(unknown)], "unknown [serve] setting"),
+        (["--dsn", shop, "--config", str(cron)], "bad cron expression"),
+        (["--dsn", shop, "--config", str(storeless)], "needs a [backup] store"),
         (["--dsn", shop, "--log-format", "xml"], "--log-format"),
         (["--dsn", shop, "--slot", "Bad-Name", "--journal", sqlite], "slot name"),
     ]
