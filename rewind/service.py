@@ -101,17 +101,17 @@ def serve(settings: Settings, stop: threading.Event | None = None) -> int:
     except BaseException:
         sock.close()
         raise
-    stop = stop or threading.Event()
+    if stop is None:
+        stop = threading.Event()
     handler = logs.configure(settings.log_format, secrets=[dsn, url, cfg.dsn, cfg.scratch_dsn])
     try:
         with stop_on_signals(stop):
-            return _run(settings, streamer, cfg, sock, stop)
+            return _run(streamer, cfg, sock, stop)
     finally:
         logging.getLogger().removeHandler(handler)
 
 
-def _run(settings: Settings, streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socket,
-         stop: threading.Event) -> int:
+def _run(streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socket, stop: threading.Event) -> int:
     host, port = sock.getsockname()[:2]
     app = api.create_app(lambda: streamer.stats, metrics.service_registry(lambda: streamer.stats),
                          slot=streamer.slot)

@@ -104,8 +104,8 @@ class RewindProcess:
         self.proc.wait(10)
         self._fh.close()
 
-    def terminate(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, timeout: float = 30, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import urllib.error
 import urllib.request
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from helpers import connect_as, rewind, rewind_json
 from prometheus_client.parser import text_string_to_metric_families
-from stream_helpers import RewindProcess, wait_for
+from stream_helpers import RewindProcess, mirror_rows, mirror_scalar, wait_for
 
 import journal
 from backup import list_snapshots, open_store
@@ -36,9 +37,9 @@ def shop(dsn: str, conn: psycopg.Connection[Any]) -> str:
     return dsn
 
 
-def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[RewindProcess, str]:
-    """`rewind serve ARGS --http 127.0.0.1:0`, and its base URL once it has said where it listens."""
-    proc = RewindProcess(["serve", "--http", "127.0.0.1:0", *args], tmp_path / "serve.log", env=env)
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: int = 0) -> tuple[RewindProcess, str]:
+    """`rewind serve ARGS --http 127.0.0.1:PORT`, and its base URL once it has said where it listens."""
+    proc = RewindProcess(["serve", "--http", f"127.0.0.1:{port}", *args], tmp_path / f"serve-{port}.log", env=env)
 
     def port() -> str | None:
         assert proc.proc.poll() is None, proc.output()
@@ -71,8 +72,9 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
     journal_url = f"sqlite:///{tmp_path}/journal.sqlite"
     (tmp_path / "rewind.toml").write_text(f'[serve]\njournal = "{journal_url}"\nheartbeat_seconds = 0.3\n'
                                           'log_format = "text"\n')
-    env = {**os.environ, "REWIND_DSN": shop, "REWIND_LOG_FORMAT": "json"}
-    proc, base = start(tmp_path, "--config", str(tmp_path / "rewind.toml"), env=env)  # dsn, format: environment
+    # the database and the log format from the environment, the mirror from the file, --http over REWIND_HTTP
+    env = {**os.environ, "REWIND_DSN": shop, "REWIND_LOG_FORMAT": "json", "REWIND_HTTP": "not an address"}
+    proc, base = start(tmp_path, "--config", str(tmp_path / "rewind.toml"), env=env)
     try:
         assert get(base + "/healthz")[0] == 200
         wait_for(lambda: get(base + "/readyz")[0] == 200, what="/readyz 200")
@@ -105,6 +107,33 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
     assert pg_cluster.password not in log
 
 
+def test_kill_9_then_restart_on_the_same_port_loses_and_duplicates_nothing(shop: str, tmp_path: Path) -> None:
+    journal_url = f"sqlite:///{tmp_path}/journal.sqlite"
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    args = ("--dsn", shop, "--journal", journal_url, "--heartbeat-seconds", "0.3")
+
+    def write(first: int) -> None:
+        with connect_as(shop, "agent-7") as a:
+            a.execute("INSERT INTO orders SELECT g, 1 FROM generate_series(%s::int, %s::int) g", (first, first + 999))
+
+    proc, base = start(tmp_path, *args, port=port)
+    wait_for(lambda: get(base + "/readyz")[0] == 200, what="/readyz 200")
+    write(1)
+    wait_for(lambda: metric(base, "rewind_stream_changes_total") == 1000, what="the first thousand")
+    write(1001)  # racing the kill: mirrored before it, or replayed after the restart
+    proc.kill()
+    write(2001)  # while nobody streams
+    proc, base = start(tmp_path, *args, port=port)  # a supervisor restarts it at once: the port is free again
+    try:
+        wait_for(lambda: mirror_scalar(journal_url, "SELECT count(*) FROM rewind_change") >= 3000,
+                 what="every change after the restart")
+    finally:
+        code = proc.terminate(timeout=10)
+    assert code == 0, proc.output()[-3000:]
+    assert tuple(mirror_rows(journal_url, "SELECT count(*), count(DISTINCT id) FROM rewind_change")[0]) == (3000, 3000)
+
+
 def test_readyz_is_503_until_the_stream_runs(shop: str, tmp_path: Path) -> None:
     """Another consumer holds the slot: the process is alive, not ready; it becomes ready as soon
     as the slot is free."""
@@ -122,7 +151,7 @@ def test_readyz_is_503_until_the_stream_runs(shop: str, tmp_path: Path) -> None:
         wait_for(lambda: get(base + "/readyz")[0] == 200, timeout=20, what="/readyz 200 once the slot is free")
     finally:
         holder.close()
-        code = proc.terminate(timeout=10)
+        code = proc.terminate(timeout=10, sig=signal.SIGINT)  # Ctrl-C stops as cleanly as SIGTERM
     assert code == 0, proc.output()[-3000:]
 
 
