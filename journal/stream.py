@@ -181,6 +181,7 @@ class Streamer:
             self.database = db.info.dbname
         if self.mirror is None:
             self.mirror = MirrorStore(self.journal_url)
+        self.mirror.checkpoint(self.database)  # refuses a mirror of another database
         self._update(gaps_total=self.mirror.gap_count())
 
     def run(self, stop: threading.Event) -> None:
@@ -281,8 +282,9 @@ class Streamer:
             time.sleep(0.05)
         drop_slot(db, self.slot)
         new_lsn = create_slot(db, self.slot)
-        self._write_gap(new_lsn, info.confirmed_lsn, f"slot lag {info.lag_bytes} bytes exceeded max_lag_bytes",
-                        info.lag_bytes)
+        # from what the mirror holds (the writer may have committed past the slot's position)
+        start = max(info.confirmed_lsn or 0, self._mirrored)
+        self._write_gap(new_lsn, start, f"slot lag {info.lag_bytes} bytes exceeded max_lag_bytes", info.lag_bytes)
 
     def _heartbeat(self, stream: Stream, db: psycopg.Connection[Any], idle: bool, wal_end_seen: int) -> int:
         """Lag from the server; with nothing pending, confirm the server's WAL end (or provoke one)."""
