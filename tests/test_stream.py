@@ -128,13 +128,16 @@ def test_mirror_reads_like_the_database(shop: str, mirror_url: str, capsys: pyte
 def test_drop_database_leaves_the_mirror_readable(shop: str, sqlite_url: str, pg_cluster: Cluster,
                                                   conn: psycopg.Connection[Any],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    name = str(conninfo_to_dict(shop)["dbname"])
     with streaming(shop, sqlite_url) as streamer:
         agent_work(shop)
         total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
         wait_for(lambda: streamer.stats.changes_total == total, what="the mirror")
+        with pytest.raises(psycopg.errors.ObjectInUse, match="active logical replication slot"):
+            pg_cluster.drop_database(name)  # even WITH (FORCE): the running stream holds the database
     _, before = rewind_json(capsys, "actions", "--dsn", shop, "--json")
     conn.close()
-    pg_cluster.drop_database(str(conninfo_to_dict(shop)["dbname"]))  # drops the (inactive) slot too
+    pg_cluster.drop_database(name)  # drops the (now inactive) slot too
     code, after = rewind_json(capsys, "actions", "--journal", sqlite_url)
     assert code == 0 and normalized(after) == normalized(before)
     code, shown = rewind_json(capsys, "show", "--journal", sqlite_url, str(after[-1]["id"]))
