@@ -308,7 +308,7 @@ class Streamer:
     # -------------------------------------------------------------------------------- the loop
 
     def _consume(self, stream: Stream, db: psycopg.Connection[Any], stop: threading.Event) -> None:
-        writer = _Writer(self, db)
+        writer = _Writer(self, db, self._confirmed)
         try:
             self._read(stream, db, stop, writer)
         finally:
@@ -512,8 +512,8 @@ class _Writer:
     batches wait, which bounds memory and pushes back on the reader. `written` is the end LSN of
     the last batch committed: the reader confirms that, and nothing beyond it."""
 
-    def __init__(self, streamer: Streamer, db: psycopg.Connection[Any]) -> None:
-        self.written = 0
+    def __init__(self, streamer: Streamer, db: psycopg.Connection[Any], start: int) -> None:
+        self.written = start
         self.error: BaseException | None = None
         self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]]] | None] = queue.Queue(maxsize=2)
         self._streamer, self._db = streamer, db

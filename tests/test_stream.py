@@ -215,7 +215,7 @@ def test_idle_database_does_not_retain_wal(shop: str, pg_cluster: Cluster, sqlit
     other = f"busy_{uuid.uuid4().hex[:8]}"
     busy = pg_cluster.create_database(other)
     try:
-        with streaming(shop, sqlite_url, heartbeat_seconds=0.2):
+        with streaming(shop, sqlite_url, heartbeat_seconds=0.2) as streamer:
             start = slot_lsns(shop)
             assert start is not None
             with psycopg.connect(busy, autocommit=True) as b:
@@ -227,6 +227,10 @@ def test_idle_database_does_not_retain_wal(shop: str, pg_cluster: Cluster, sqlit
                      what="confirmed_flush_lsn to pass the other database's writes")
             wait_for(lambda: (s := slot_lsns(shop)) and s[1] > start[1] + 4_000_000, timeout=20,
                      what="restart_lsn to move")
+            # the lag the sidecar reports falls back too (a heartbeat message's own WAL is all that is left)
+            wait_for(lambda: (lag := streamer.stats.lag_bytes) is not None and lag < 100_000, timeout=20,
+                     what="lag_bytes to fall")
+            assert streamer.stats.lag_seconds == 0.0
     finally:
         pg_cluster.drop_database(other)
 
