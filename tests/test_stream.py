@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import connect_as, rewind, rewind_json
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from stream_helpers import (
     StreamProcess,
@@ -27,6 +28,7 @@ from stream_helpers import (
 )
 
 import journal
+from journal.stream import Streamer
 from rewind.devdb import Cluster
 
 SHOP = """
@@ -65,6 +67,14 @@ def agent_work(dsn: str) -> None:
         c.execute("TRUNCATE notes")
 
 
+def mirror_agent_work(streamer: Streamer, dsn: str) -> int:
+    """agent_work() while streamer runs; returns the number of changes, once all are mirrored."""
+    agent_work(dsn)
+    total = int(db_scalar(dsn, "SELECT count(*) FROM rewind.change"))
+    wait_for(lambda: streamer.stats.changes_total == total, what="every change in the mirror")
+    return total
+
+
 def normalized(value: Any) -> Any:
     """Timestamps as instants: the database renders them in its session's zone, the mirror in UTC."""
     if isinstance(value, dict):
@@ -87,9 +97,8 @@ def all_stamped(dsn: str, after_id: int = 0) -> bool:
 
 def test_mirror_reads_like_the_database(shop: str, mirror_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with streaming(shop, mirror_url) as streamer:
-        agent_work(shop)
-        total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
-        wait_for(lambda: streamer.stats.changes_total == total and all_stamped(shop), what="mirror and stamps")
+        mirror_agent_work(streamer, shop)
+        wait_for(lambda: all_stamped(shop), what="commit stamps")
         settled = streamer.stats
         time.sleep(1.0)  # several heartbeats: the stamping UPDATEs must not come back as changes
         assert streamer.stats.changes_total == settled.changes_total
@@ -130,9 +139,7 @@ def test_drop_database_leaves_the_mirror_readable(shop: str, sqlite_url: str, pg
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     name = str(conninfo_to_dict(shop)["dbname"])
     with streaming(shop, sqlite_url) as streamer:
-        agent_work(shop)
-        total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
-        wait_for(lambda: streamer.stats.changes_total == total, what="the mirror")
+        mirror_agent_work(streamer, shop)
         with pytest.raises(psycopg.errors.ObjectInUse, match="active logical replication slot"):
             pg_cluster.drop_database(name)  # even WITH (FORCE): the running stream holds the database
     _, before = rewind_json(capsys, "actions", "--dsn", shop, "--json")
@@ -310,10 +317,9 @@ def test_a_replay_writes_nothing_twice_and_still_stamps(shop: str, sqlite_url: s
     the second replays all that the first mirrored."""
     for slot in ("first_slot", "second_slot"):
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-    agent_work(shop)
-    total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
     with streaming(shop, sqlite_url, slot="first_slot") as first:
-        wait_for(lambda: first.stats.changes_total == total and all_stamped(shop), what="the first stream")
+        total = mirror_agent_work(first, shop)
+        wait_for(lambda: all_stamped(shop), what="the first stream's stamps")
     snapshot = mirror_rows(sqlite_url, "SELECT commit_lsn, seq, id FROM rewind_change ORDER BY 1, 2")
     checkpoint = mirror_scalar(sqlite_url, "SELECT max(confirmed_lsn) FROM rewind_checkpoint")
     conn.execute("UPDATE rewind.tx SET commit_lsn = NULL, committed_at = NULL")  # as if the stamps never came
@@ -333,16 +339,14 @@ def test_a_failing_mirror_is_counted_and_retried_without_loss(shop: str, pg_mirr
                                                                conn: psycopg.Connection[Any]) -> None:
     mirror_db = str(conninfo_to_dict(pg_mirror_url)["dbname"])
     with streaming(shop, pg_mirror_url) as streamer:
-        agent_work(shop)
-        first = db_scalar(shop, "SELECT count(*) FROM rewind.change")
-        wait_for(lambda: streamer.stats.changes_total == first, what="the first changes")
+        first = mirror_agent_work(streamer, shop)
         # the mirror goes away: no new connections, the current ones cut
-        conn.execute(f'ALTER DATABASE "{mirror_db}" ALLOW_CONNECTIONS false')
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(mirror_db)))
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (mirror_db,))
         with connect_as(shop, "agent-9") as a:
             a.execute("INSERT INTO orders SELECT g, 2, g FROM generate_series(1, 30) g")
         wait_for(lambda: streamer.stats.mirror_errors_total > 0, what="a mirror error")
-        conn.execute(f'ALTER DATABASE "{mirror_db}" ALLOW_CONNECTIONS true')
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(mirror_db)))
         wait_for(lambda: mirrored_changes(pg_mirror_url) == first + 30, what="the changes written while it was away")
         wait_for(lambda: streamer.stats.ready, what="the stream to be ready again")
     assert mirror_scalar(pg_mirror_url, "SELECT count(DISTINCT id) FROM rewind_change") == first + 30
