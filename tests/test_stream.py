@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from stream_helpers import (
     StreamProcess,
     db_scalar,
+    mirror_checkpoint,
     mirror_rows,
     mirror_scalar,
     mirrored_changes,
@@ -153,14 +154,15 @@ def test_drop_database_leaves_the_mirror_readable(shop: str, sqlite_url: str, pg
     assert code == 0 and "agent-7" in out and "Sales Dept.Customers" in out
 
 
-def test_kill_9_during_a_200k_change_stream_then_restart(shop: str, sqlite_url: str, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_kill_9_during_a_200k_change_stream_then_restart(shop: str, sqlite_url: str, tmp_path: Path) -> None:
     total = 200_000
-    assert rewind(capsys, "init", "--dsn", shop, "--slot")[0] == 0  # WAL is kept for the stream from here
-    with psycopg.connect(shop, autocommit=True) as w:
+    proc = StreamProcess(shop, sqlite_url, tmp_path / "stream.log")  # a first start: slot and empty mirror
+    wait_for(lambda: mirror_checkpoint(sqlite_url), what="the first start")
+    proc.kill()
+    with psycopg.connect(shop, autocommit=True) as w:  # then a backlog waits in the slot
         w.execute("CREATE TABLE bulk (id int PRIMARY KEY, v text)")
         journal.track(shop, ["public.bulk"])
-        for start in range(0, total, 1000):  # 200 transactions, waiting in the slot
+        for start in range(0, total, 1000):  # 200 transactions
             w.execute("INSERT INTO bulk SELECT g, 'row ' || g FROM generate_series(%s::int, %s::int) g",
                       (start + 1, start + 1000))
     journaled = db_scalar(shop, "SELECT count(*) FROM rewind.change")
@@ -350,3 +352,27 @@ def test_a_failing_mirror_is_counted_and_retried_without_loss(shop: str, pg_mirr
         wait_for(lambda: mirrored_changes(pg_mirror_url) == first + 30, what="the changes written while it was away")
         wait_for(lambda: streamer.stats.ready, what="the stream to be ready again")
     assert mirror_scalar(pg_mirror_url, "SELECT count(DISTINCT id) FROM rewind_change") == first + 30
+
+
+def test_a_new_mirror_starts_with_the_journal_as_it_stands(shop: str, mirror_url: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Journal rows written before any stream (or slot) existed are copied on the first start, in
+    the slot's exported snapshot: nothing missing, nothing twice, and the stream goes on from there."""
+    agent_work(shop)  # no slot yet
+    before_slot = db_scalar(shop, "SELECT max(id) FROM rewind.tx")
+    with streaming(shop, mirror_url) as streamer:
+        assert mirror_scalar(mirror_url, "SELECT count(*) FROM rewind_change") == \
+            db_scalar(shop, "SELECT count(*) FROM rewind.change")
+        assert streamer.stats.changes_total == 0  # copied, not streamed
+        with connect_as(shop, "agent-after") as a:
+            a.execute("INSERT INTO orders SELECT g, 3, g FROM generate_series(1, 10) g")
+        wait_for(lambda: streamer.stats.changes_total == 10 and all_stamped(shop, before_slot), what="the stream")
+    code, from_db = rewind_json(capsys, "actions", "--dsn", shop)
+    _, from_mirror = rewind_json(capsys, "actions", "--journal", mirror_url)
+    assert code == 0 and normalized(from_mirror) == normalized(from_db)
+    assert from_mirror[0]["actor"] == "agent-after" and from_mirror[0]["committed_at"] is not None
+    assert from_mirror[-1]["committed_at"] is None  # copied, never stamped: its commit position is unknown
+    for action in (from_db[0], from_db[-1]):
+        _, db_show = rewind_json(capsys, "show", "--dsn", shop, str(action["id"]))
+        _, mirror_show = rewind_json(capsys, "show", "--journal", mirror_url, str(action["id"]))
+        assert normalized(mirror_show) == normalized(db_show)
