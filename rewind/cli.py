@@ -264,7 +264,9 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
            max_lag_bytes: Annotated[int | None, typer.Option(
                "--max-lag-bytes", help="Past this much WAL behind, recreate the slot and record a gap "
                "instead of letting WAL fill the disk.")] = None,
-           heartbeat_seconds: Annotated[float, typer.Option("--heartbeat-seconds")] = 10.0) -> None:
+           heartbeat_seconds: Annotated[float, typer.Option(
+               "--heartbeat-seconds", help="How often to measure lag and, when idle, let the slot release "
+               "WAL.")] = 10.0) -> None:
     """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C."""
     url = journal_url or mirror.default_journal_url(dsn)
     streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
