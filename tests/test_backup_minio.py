@@ -17,6 +17,7 @@ import boto3
 import psycopg
 import pytest
 from helpers import rewind_json
+from s3_fixtures import aws_environment
 from testcontainers.core.docker_client import DockerClient
 
 
@@ -50,15 +51,7 @@ def minio() -> Iterator[MinIO]:
 
 @pytest.fixture
 def s3(minio: MinIO, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """MinIO's endpoint and credentials through the standard AWS environment, as a user would."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio.secret_key)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", minio.endpoint)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    aws_environment(monkeypatch, tmp_path, minio.endpoint, minio.access_key, minio.secret_key)
     return boto3.session.Session().client("s3", endpoint_url=minio.endpoint, region_name="us-east-1")
 
 

@@ -3,7 +3,7 @@
 -- With each table: its size (the largest are hashed first, the smallest many to a query), its
 -- live columns in order, and for each column the built-in base type (through one domain) when
 -- that type is one rewind hashes natively, NULL otherwise (hashed through its text form).
-SELECT n.nspname, c.relname, pg_relation_size(c.oid),
+SELECT n.nspname, c.relname, coalesce(pg_relation_size(c.oid), 0),
        coalesce(array_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
        coalesce(array_agg(CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace AND b.typtype = 'b'
                                THEN b.typname::text END ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL),
