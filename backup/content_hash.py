@@ -12,8 +12,8 @@ that method, so snapshots taken by an older rewind still verify.
   bounds, jsonb normalises numbers). The column hashes are seeded by position, so values swapped
   between columns change the row, XORed, and hashed once more into a 64-bit row hash so that no
   linear relation between rows survives; the digest is the sum of the row hashes modulo 2^64.
-  On pgbench_accounts it costs an eighth of v1, about half a COPY. Text forms depend on session
-  settings, which a v2 connection pins.
+  On pgbench_accounts (2M rows, one backend) v2 takes 0.35-0.45 s against v1's 2.8 s and a
+  COPY to /dev/null's 0.65 s. Text forms depend on session settings, which a v2 connection pins.
 
 The extended hash functions are the ones behind hash partitioning, which PostgreSQL keeps
 stable across versions and platforms.
