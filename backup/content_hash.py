@@ -56,9 +56,11 @@ _NATIVE: dict[str, tuple[str, str]] = {
 }
 _COLLATED = frozenset({"text", "varchar", "bpchar", "name"})
 
-# Every setting that changes a built-in type's text form.
+# Every setting that changes a built-in type's text form; and only pg_catalog on the search path,
+# so no function in the database can stand in for the hash functions named here.
 _V2_SETTINGS = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
-                "SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C'")
+                "SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C'; "
+                "SET search_path = pg_catalog")
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,13 @@ def test_row_order_and_session_settings_do_not_matter(typed: str, conn: psycopg.
     before = _hash(typed)
     conn.execute("CREATE TABLE t2 (LIKE t); INSERT INTO t2 SELECT * FROM t ORDER BY i4 DESC; DROP TABLE t;"
                  "ALTER TABLE t2 RENAME TO t")
-    # A client in another time zone with other output styles sees other text for the same values.
+    # A client in another time zone with other output styles sees other text for the same values,
+    # and a function earlier on its search path must not stand in for a hash function.
+    conn.execute("CREATE FUNCTION public.hashint4extended(int, bigint) RETURNS bigint LANGUAGE sql "
+                 "AS 'SELECT 0::bigint'")
     other = make_conninfo(typed, options="-c TimeZone=Asia/Kolkata -c DateStyle=SQL,DMY "
-                                                          "-c IntervalStyle=iso_8601 -c extra_float_digits=0 "
-                                                          "-c bytea_output=escape")
+                                         "-c IntervalStyle=iso_8601 -c extra_float_digits=0 "
+                                         "-c bytea_output=escape -c search_path=public,pg_catalog")
     assert _hash(other) == before
 
 
