@@ -1,8 +1,14 @@
-"""Row counts and order-independent content hashes, computed inside PostgreSQL."""
+"""Row counts and content hashes of every table, computed inside PostgreSQL by a few readers
+that share one snapshot.
+
+The largest tables go first and alone, so PostgreSQL can scan each with parallel workers; small
+tables go many to a query, since a round trip costs more than hashing a few rows.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
@@ -12,7 +18,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from backup import content_hash
+from backup.content_hash import Table
 from journal.connection import connect
+
+# Below PostgreSQL's min_parallel_table_scan_size a table gets no parallel workers anyway.
+SOLO_BYTES = 8 * 1024 * 1024
+BATCH_TABLES = 200
 
 
 @cache
@@ -20,22 +32,39 @@ def load_sql(name: str) -> str:
     return resources.files("backup").joinpath("sql", name).read_text()
 
 
-def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in conn.execute(load_sql("list_tables.sql"))]
+def list_tables(conn: psycopg.Connection[Any]) -> list[Table]:
+    return [Table(r[0], r[1], int(r[2]), tuple(zip(r[3], r[4], strict=True)))
+            for r in conn.execute(load_sql("list_tables.sql"))]
 
 
-def table_stat(conn: psycopg.Connection[Any], schema: str, name: str) -> tuple[int, str]:
-    query = sql.SQL(load_sql("table_stats.sql")).format(table=sql.Identifier(schema, name))
-    row = conn.execute(query).fetchone()
-    assert row is not None
-    digest = "".join(f"{int(v) % 2**64:016x}" for v in row[1:])
-    return int(row[0]), digest
+def plan_batches(tables: list[Table]) -> list[list[Table]]:
+    """Largest first; a big table alone, small ones together up to SOLO_BYTES or BATCH_TABLES."""
+    batches: list[list[Table]] = []
+    small: list[Table] = []
+    small_bytes = 0
+    for t in sorted(tables, key=lambda t: (-t.bytes, t.key)):
+        if t.bytes >= SOLO_BYTES:
+            batches.append([t])
+            continue
+        small.append(t)
+        small_bytes += t.bytes
+        if small_bytes >= SOLO_BYTES or len(small) >= BATCH_TABLES:
+            batches.append(small)
+            small, small_bytes = [], 0
+    if small:
+        batches.append(small)
+    return batches
 
 
 @contextmanager
-def _reader(dsn: str, snapshot: str | None) -> Iterator[psycopg.Connection[Any]]:
+def _reader(dsn: str, snapshot: str | None, method: str, parallel: bool) -> Iterator[psycopg.Connection[Any]]:
     conn = connect(dsn, autocommit=True, application_name="rewind backup")
     try:
+        settings = content_hash.session_settings(method)
+        if settings:
+            conn.execute(settings)
+        if not parallel:
+            conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if snapshot is not None:
             # A utility statement takes no parameters; Literal quotes the value.
@@ -45,25 +74,26 @@ def _reader(dsn: str, snapshot: str | None) -> Iterator[psycopg.Connection[Any]]
         conn.close()
 
 
-def compute_stats(dsn: str, tables: list[tuple[str, str]], *, snapshot: str | None = None,
-                  workers: int = 1, on_table: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
-    """{"schema.table": {"rows": n, "hash": hex}}; with a snapshot id every worker sees exactly that
-    snapshot. Largest-first scheduling would need sizes; tables are simply handed out in order."""
+def compute_stats(dsn: str, tables: list[Table], *, method: str = content_hash.DEFAULT,
+                  snapshot: str | None = None, workers: int = 1,
+                  parallel: bool = True) -> dict[str, dict[str, Any]]:
+    """{"schema.table": {"rows": n, "hash": hex}}; with a snapshot id every reader sees exactly that
+    snapshot. parallel=False keeps PostgreSQL from adding parallel workers to a reader's scans."""
     result: dict[str, dict[str, Any]] = {}
-    pending = list(tables)
+    pending = deque(plan_batches(tables))
     workers = max(1, min(workers, len(pending)))
 
     def work() -> None:
-        with _reader(dsn, snapshot) as conn:
+        with _reader(dsn, snapshot, method, parallel) as conn:
             while True:
                 try:
-                    schema, name = pending.pop(0)
+                    batch = pending.popleft()
                 except IndexError:
                     return
-                rows, digest = table_stat(conn, schema, name)
-                result[f"{schema}.{name}"] = {"schema": schema, "name": name, "rows": rows, "hash": digest}
-                if on_table:
-                    on_table(f"{schema}.{name}")
+                for row in conn.execute(content_hash.batch_query(batch, method)):
+                    t = batch[row[0]]
+                    result[t.key] = {"schema": t.schema, "name": t.name, "rows": int(row[1]),
+                                     "hash": content_hash.digest(row[2:])}
 
     if not pending:
         return result

@@ -18,9 +18,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from backup import content_hash
 from backup import manifest as mf
 from backup.catalog import SnapshotInfo, resolve
-from backup.snapshot import libpq_target
+from backup.snapshot import REWIND_VERSION, libpq_target
 from backup.stats import compute_stats, list_tables
 from backup.stores import Store
 from backup.tools import find_tool
@@ -45,10 +46,6 @@ class VerifyResult:
         return {"id": self.id, "ok": self.ok, "problems": self.problems, "started_at": self.started_at,
                 "duration_s": self.duration_s, "tables": self.tables, "rows": self.rows, "checks": self.checks,
                 "record": self.record, "timings": self.timings}
-
-
-def _sha256(path: Path) -> str:
-    return mf.file_sha256(path)
 
 
 def _compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
@@ -128,32 +125,45 @@ def _verify(store: Store, snap: SnapshotInfo, scratch_dsn: str, pg_restore: str,
             mf.unseal(store.get_bytes(rec), rec)
         except mf.CorruptObject as exc:
             problems.append(str(exc))
+    method = m.get("content_hash", content_hash.V1)
+    if method not in content_hash.METHODS:
+        problems.append(f"manifest uses content hash method {method!r}, unknown to rewind {REWIND_VERSION}")
+        return
     with tempfile.TemporaryDirectory(prefix="rewind-verify-") as tmp:
         t = time.monotonic()
         listed = {o.key: o.size for o in snap.objects}
+        files: dict[str, Path] = {}
         for name, meta in sorted(m["objects"].items()):
             k = mf.key(snap.id, name)
             if k not in listed:
                 problems.append(f"object {k}: missing from the store")
                 continue
-            dest = Path(tmp) / name
-            store.get_file(k, dest)
-            size = dest.stat().st_size
+            # A local store's file is checked and restored in place; anything else is downloaded
+            # once, its SHA-256 computed on the way.
+            path = store.local_path(k)
+            if path is not None:
+                sha = mf.file_sha256(path)
+            else:
+                path = Path(tmp) / name
+                sha = store.get_file(k, path)
+            files[name] = path
+            size = path.stat().st_size
             if size != meta["bytes"]:
                 problems.append(f"object {k}: {size} bytes, manifest says {meta['bytes']}")
-            elif _sha256(dest) != meta["sha256"]:
+            elif sha != meta["sha256"]:
                 problems.append(f"object {k}: SHA-256 mismatch (stored object is corrupt)")
         result.timings["download_s"] = round(time.monotonic() - t, 3)
         if problems:
             return  # never restore bytes that are known to be wrong
-        _restore_and_compare(Path(tmp) / mf.DUMP, m, scratch_dsn, pg_restore, checks, jobs, hash_workers, result)
+        _restore_and_compare(files[mf.DUMP], m, method, scratch_dsn, pg_restore, checks, jobs, hash_workers,
+                             result)
 
 
 def _scratch_name(snap_id: str) -> str:
     return f"rewind_verify_{hashlib.sha256(snap_id.encode()).hexdigest()[:8]}_{secrets.token_hex(4)}"
 
 
-def _restore_and_compare(dump: Path, m: dict[str, Any], scratch_dsn: str, pg_restore: str,
+def _restore_and_compare(dump: Path, m: dict[str, Any], method: str, scratch_dsn: str, pg_restore: str,
                          checks: list[tuple[str, str]], jobs: int, hash_workers: int, result: VerifyResult) -> None:
     problems = result.problems
     name = _scratch_name(m["id"])
@@ -164,7 +174,9 @@ def _restore_and_compare(dump: Path, m: dict[str, Any], scratch_dsn: str, pg_res
         create = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
         if m.get("encoding"):
             create = sql.SQL("{} ENCODING {}").format(create, sql.Literal(m["encoding"]))
+        t = time.monotonic()
         admin.execute(create)
+        result.timings["create_db_s"] = round(time.monotonic() - t, 3)
         try:
             t = time.monotonic()
             conninfo, env = libpq_target(target)
@@ -177,7 +189,7 @@ def _restore_and_compare(dump: Path, m: dict[str, Any], scratch_dsn: str, pg_res
             t = time.monotonic()
             with connect(target, application_name="rewind verify") as c:
                 tables = list_tables(c)
-            actual = compute_stats(target, tables, workers=hash_workers)
+            actual = compute_stats(target, tables, method=method, workers=hash_workers)
             result.timings["hash_s"] = round(time.monotonic() - t, 3)
             result.tables = len(actual)
             result.rows = sum(v["rows"] for v in actual.values())
@@ -190,4 +202,6 @@ def _restore_and_compare(dump: Path, m: dict[str, Any], scratch_dsn: str, pg_res
                         if not ok:
                             problems.append(f"check {check_name}: {why}")
         finally:
+            t = time.monotonic()
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            result.timings["drop_s"] = round(time.monotonic() - t, 3)

@@ -1,15 +1,20 @@
 """Snapshot benchmark: `rewind backup create` vs plain `pg_dump -Fc`, and `rewind backup verify`
 vs plain `pg_restore` into a new database, on the same pgbench scale-20 database in one run.
 
-One throwaway cluster (durable settings). Both sides use the same pg_dump/pg_restore binaries
-(REWIND_PG_BINDIR is set to the cluster's). Timed per repeat, order alternating:
+One throwaway cluster (durable settings, bench/common.py). Both sides use the same
+pg_dump/pg_restore binaries (REWIND_PG_BINDIR is set to the cluster's). Each timed step starts
+after a CHECKPOINT. Timed per repeat, order alternating:
 - create:   `python -m rewind backup create --dsn ... --store file:///...` (a whole CLI process:
-            exported snapshot, pg_dump, per-table counts and hashes in parallel, SHA-256, copy
-            into the store, manifest) vs `pg_dump -Fc -f file`;
-- verify:   `python -m rewind backup verify --store ... ID --scratch-dsn ...` (download, SHA-256,
-            create scratch database, pg_restore, recompute and compare, drop) vs
+            Python start-up, exported snapshot, pg_dump with its default compression, per-table
+            counts and content hashes computed at the same time on another connection in the
+            same snapshot (one backend, no parallel workers), SHA-256, the dump linked into the
+            store, manifest) vs `pg_dump -Fc -f file`;
+- verify:   `python -m rewind backup verify --store ... ID --scratch-dsn ...` (SHA-256 of the
+            stored dump, create scratch database, single-job pg_restore, recompute counts and
+            hashes on two connections with PostgreSQL's parallel workers, compare, drop) vs
             `CREATE DATABASE` + `pg_restore -d` of the plain dump (its DROP not timed).
-Medians; ratios printed last. Targets: create <= 1.3x, verify <= 1.6x.
+Medians, with the range over repeats, and the ratio of each back-to-back pair; ratios of the
+medians printed last. Targets: create <= 1.3x, verify <= 1.6x.
 
     .venv/bin/python bench/snapshot.py                 # scale 20, 3 repeats
     .venv/bin/python bench/snapshot.py --scale 2 --repeat 1   # smoke run
@@ -26,14 +31,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from rewind.devdb import Cluster
 
-SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "256MB",
-            "max_wal_size": "4GB"}
+sys.path.insert(0, os.path.dirname(__file__))
+from common import BENCH_SETTINGS, finish
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -51,7 +57,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rewind_cmd = [sys.executable, "-m", "rewind"]
-    with Cluster(settings=SETTINGS) as cluster, tempfile.TemporaryDirectory(prefix="rewind-bench-") as tmp:
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    with Cluster(settings=BENCH_SETTINGS) as cluster, tempfile.TemporaryDirectory(prefix="rewind-bench-") as tmp:
         env = {**os.environ, "PGPASSWORD": cluster.password, "REWIND_PG_BINDIR": str(cluster.bindir)}
         src = cluster.create_database("bench")
         t = time.perf_counter()
@@ -59,32 +66,43 @@ def main() -> None:
                        capture_output=True)
         with psycopg.connect(src, autocommit=True) as c:
             c.execute("VACUUM ANALYZE")
-            c.execute("CHECKPOINT")
             size = c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
         print(f"pgbench scale {args.scale}: {size[0] if size else '?'} loaded in {time.perf_counter() - t:.1f}s",
               flush=True)
-        store = (Path(tmp) / "store").as_uri()
+
+        def checkpoint() -> None:
+            with psycopg.connect(cluster.dsn(), autocommit=True) as c:
+                c.execute("CHECKPOINT")
+
+        store = Path(tmp) / "store"
         results: dict[str, list[float]] = {"pg_dump": [], "create": [], "pg_restore": [], "verify": []}
+        sizes: dict[str, int] = {}
         for i in range(args.repeat):
             plain = Path(tmp) / f"plain{i}.pgc"
 
             def baseline_dump(plain: Path = plain) -> None:
+                checkpoint()
                 results["pg_dump"].append(timed([cluster.bin("pg_dump"), "-Fc", "-f", str(plain), "-d", src],
                                                 env)[0])
+                sizes["pg_dump"] = plain.stat().st_size
 
-            snap: dict[str, str] = {}
+            snap: dict[str, Any] = {}
 
-            def rewind_create(snap: dict[str, str] = snap) -> None:
-                elapsed, out = timed([*rewind_cmd, "backup", "create", "--dsn", src, "--store", store, "--json"],
-                                     env)
+            def rewind_create(snap: dict[str, Any] = snap) -> None:
+                checkpoint()
+                elapsed, out = timed([*rewind_cmd, "backup", "create", "--dsn", src, "--store", store.as_uri(),
+                                      "--json"], env)
                 results["create"].append(elapsed)
-                snap["id"] = json.loads(out)["id"]
+                snap.update(json.loads(out))
+                sizes["create"] = snap["bytes"]
+                print(f"  create timings: {snap['timings']}", flush=True)
 
             for step in ((baseline_dump, rewind_create) if i % 2 == 0 else (rewind_create, baseline_dump)):
                 step()
             name = f"restored_{i}"
 
             def baseline_restore(plain: Path = plain, name: str = name) -> None:
+                checkpoint()
                 t = time.perf_counter()
                 with psycopg.connect(cluster.dsn(), autocommit=True) as c:
                     c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
@@ -92,8 +110,9 @@ def main() -> None:
                 results["pg_restore"].append(time.perf_counter() - t)
                 cluster.drop_database(name)
 
-            def rewind_verify(snap: dict[str, str] = snap) -> None:
-                elapsed, out = timed([*rewind_cmd, "backup", "verify", "--store", store, snap["id"],
+            def rewind_verify(snap: dict[str, Any] = snap) -> None:
+                checkpoint()
+                elapsed, out = timed([*rewind_cmd, "backup", "verify", "--store", store.as_uri(), snap["id"],
                                       "--scratch-dsn", cluster.dsn(), "--json"], env)
                 res = json.loads(out)
                 assert res["ok"], res
@@ -104,11 +123,17 @@ def main() -> None:
                 step()
             print(f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
         med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"dump size: plain {plain.stat().st_size} bytes")
-        print(f"medians: pg_dump -Fc {med['pg_dump']:.2f}s, rewind backup create {med['create']:.2f}s, "
-              f"pg_restore {med['pg_restore']:.2f}s, rewind backup verify {med['verify']:.2f}s")
-        print(f"create/pg_dump = {med['create'] / med['pg_dump']:.2f}x (target <= 1.3x); "
-              f"verify/pg_restore = {med['verify'] / med['pg_restore']:.2f}x (target <= 1.6x)")
+        print(f"dump size: pg_dump -Fc {sizes['pg_dump']} bytes, rewind {sizes['create']} bytes")
+        for k, v in results.items():
+            print(f"{k:10} median {med[k]:.2f}s  range {min(v):.2f}-{max(v):.2f}s  ({len(v)} runs)")
+        # Each pair ran back to back, so its ratio is less exposed to load that comes and goes.
+        for ours, base in (("create", "pg_dump"), ("verify", "pg_restore")):
+            pairs = [a / b for a, b in zip(results[ours], results[base], strict=True)]
+            print(f"{ours}/{base} per repeat: " + ", ".join(f"{r:.2f}" for r in pairs)
+                  + f" (median {statistics.median(pairs):.2f})")
+        finish("create <= 1.3x pg_dump -Fc; verify <= 1.6x pg_restore",
+               {"create/pg_dump": med["create"] / med["pg_dump"],
+                "verify/pg_restore": med["verify"] / med["pg_restore"]})
 
 
 if __name__ == "__main__":

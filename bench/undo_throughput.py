@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -152,11 +153,27 @@ class Probe:
             plan = "\n".join(r[0] for r in cur.fetchall())
             self.records.append((where, head, time.perf_counter() - t0))
             self.plans.append((where, head, plan))
-            return cur
+            return Explained(plan)
         t0 = time.perf_counter()
         cur = self.conn.execute(query, params, **kw)
         self.records.append((where, head, time.perf_counter() - t0))
         return cur
+
+
+_NODE_ROWS = re.compile(r"actual time=\S+ rows=(\d+)")
+
+
+@dataclass
+class Explained:
+    """What restore/ reads from the cursor of a DML statement that ran as EXPLAIN ANALYZE: the
+    rows it touched, which the plan shows as the rows its ModifyTable node's input produced."""
+
+    plan: str
+
+    @property
+    def rowcount(self) -> int:
+        counts = _NODE_ROWS.findall(self.plan)
+        return int(counts[1]) if len(counts) > 1 else 0
 
 
 def _caller() -> str:

@@ -8,20 +8,24 @@ connections (slots can be created and dropped with SQL functions).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
 import psycopg2
 import psycopg2.extras
+import psycopg2.sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from journal.connection import mask_dsn, mask_text
 from journal.errors import BadInput
 from journal.pgoutput import parse_lsn
 
-__all__ = ["JOURNAL_PUBLICATIONS", "SESSION_SETTINGS", "TABLES_PUBLICATION", "SlotInfo", "create_slot",
-           "default_slot_name", "drop_slot", "ensure_slot", "open_stream", "slot_info"]
+__all__ = ["JOURNAL_PUBLICATIONS", "SESSION_SETTINGS", "TABLES_PUBLICATION", "SlotInfo", "check_slot_owner",
+           "create_slot", "default_slot_name", "drop_slot", "ensure_slot", "exported_snapshot_slot", "open_stream",
+           "slot_info"]
 
 # What the sidecar consumes today: the journal and the tracked-table catalog.
 JOURNAL_PUBLICATIONS: Final = ("rewind_journal", "rewind_tracked")
@@ -106,11 +110,14 @@ def ensure_slot(conn: psycopg.Connection[Any], slot: str) -> bool:
     if info is None:
         create_slot(conn, slot)
         return True
-    dbname = conn.info.dbname
-    if info.database != dbname or info.plugin != "pgoutput":
-        raise BadInput(f"replication slot {slot} exists for database {info.database} with plugin "
-                       f"{info.plugin}; choose another --slot")
+    check_slot_owner(info, conn.info.dbname)
     return False
+
+
+def check_slot_owner(info: SlotInfo, dbname: str) -> None:
+    if info.database != dbname or info.plugin != "pgoutput":
+        raise BadInput(f"replication slot {info.name} exists for database {info.database} with plugin "
+                       f"{info.plugin}; choose another --slot")
 
 
 def _replication_conninfo(dsn: str) -> str:
@@ -123,6 +130,26 @@ def _replication_conninfo(dsn: str) -> str:
     info.setdefault("application_name", "rewind-stream")
     info.setdefault("connect_timeout", 10)
     return make_conninfo("", **info)
+
+
+@contextmanager
+def exported_snapshot_slot(dsn: str, slot: str) -> Iterator[tuple[int, str]]:
+    """Create the slot through the replication protocol, which exports the snapshot of its
+    consistent point: (consistent point, snapshot name). Reading the database in that snapshot
+    (SET TRANSACTION SNAPSHOT) sees exactly what committed before the slot's first change, so a
+    copy made in it and the stream from the slot meet without gap or overlap. The snapshot lives
+    while this connection stays idle, i.e. inside the with block."""
+    conn = psycopg2.connect(_replication_conninfo(dsn),
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        cur = conn.cursor()
+        cur.execute(psycopg2.sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT").format(
+            psycopg2.sql.Identifier(check_slot_name(slot))))
+        row = cur.fetchone()
+        assert row is not None
+        yield parse_lsn(row[1]), str(row[2])
+    finally:
+        conn.close()
 
 
 class Stream:

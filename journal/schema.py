@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 
 from journal.connection import connect
 from journal.errors import BadInput
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic and SQLAlchemy are imported where they are used: they take about 0.3 s to import, which
+# every `rewind` command would otherwise pay although only `init` and revision checks need them.
 
 _PRIVILEGES = """
 SELECT has_database_privilege(current_database(), 'CREATE') AS can_create,
@@ -33,12 +34,16 @@ class InitResult:
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(files("journal").joinpath("migrations")))
     return cfg
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -75,6 +80,11 @@ def init(dsn: str, *, event_triggers: bool = True) -> InitResult:
                            "or pass --no-event-triggers)")
         if missing:
             raise BadInput(f"role {who} lacks: " + "; ".join(missing))
+
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
 
     engine = create_engine("postgresql+psycopg://", creator=lambda: connect(dsn, autocommit=False),
                            poolclass=NullPool)

@@ -27,6 +27,7 @@ import select
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -34,19 +35,34 @@ from typing import Any, Final
 
 import psycopg
 import psycopg2
+from psycopg import sql
 from sqlalchemy.exc import SQLAlchemyError
 
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
-from journal.pgoutput import Begin, Commit, Decoder, Message, Relation, TupleData, Update, format_lsn, tuple_data
+from journal.pgoutput import (
+    Begin,
+    Commit,
+    Decoder,
+    Message,
+    Relation,
+    TupleData,
+    Update,
+    format_lsn,
+    parse_lsn,
+    tuple_data,
+)
 from journal.replication import (
+    SESSION_SETTINGS,
     Stream,
     check_slot_name,
+    check_slot_owner,
     create_slot,
     default_slot_name,
     drop_slot,
     ensure_slot,
+    exported_snapshot_slot,
     open_stream,
     slot_info,
 )
@@ -66,6 +82,23 @@ _STAMP_COMMITS = """
 UPDATE rewind.tx t SET commit_lsn = v.lsn::pg_lsn, committed_at = v.at
 FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS v(id, lsn, at)
 WHERE t.id = v.id AND t.commit_lsn IS DISTINCT FROM v.lsn::pg_lsn
+"""
+
+# The journal as it stands, for a new mirror; text as the stream renders it (see SESSION_SETTINGS).
+_COPY_TX = """
+SELECT id, xid::text, actor, role, application, client_addr::text, pid, run, started_at::text,
+       commit_lsn::text, committed_at::text
+FROM rewind.tx ORDER BY id
+"""
+_COPY_CHANGES = """
+SELECT c.id, c.pos, c.tx, c.tbl, k.schema_name || '.' || k.table_name, c.op::text, c.before::text,
+       c.after::text, c.at::text
+FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl
+"""
+_COPY_DDL = """
+SELECT d.id, d.tx, d.tbl, k.schema_name || '.' || k.table_name, d.command, d.object_type, d.object_identity,
+       d.at::text
+FROM rewind.ddl d LEFT JOIN rewind.tracked k ON k.id = d.tbl
 """
 
 _TRACKED = """
@@ -181,6 +214,7 @@ class Streamer:
             self.database = db.info.dbname
         if self.mirror is None:
             self.mirror = MirrorStore(self.journal_url)
+        self.mirror.checkpoint(self.database)  # refuses a mirror of another database
         self._update(gaps_total=self.mirror.gap_count())
 
     def run(self, stop: threading.Event) -> None:
@@ -204,8 +238,10 @@ class Streamer:
     def _session(self, stop: threading.Event) -> None:
         assert self.mirror is not None
         with connect(self.dsn, application_name="rewind-stream") as db:
-            created = ensure_slot(db, self.slot)
             sync_publication(db)
+            if self.mirror.checkpoint(self.database) is None:
+                self._first_start(db)
+            created = ensure_slot(db, self.slot)
             info = slot_info(db, self.slot)
             assert info is not None
             checkpoint = self.mirror.checkpoint(self.database)
@@ -232,6 +268,43 @@ class Streamer:
                     self._reset_slot(db, info)
             finally:
                 stream.close()
+
+    def _first_start(self, db: psycopg.Connection[Any]) -> None:
+        """A new mirror starts with the journal as it stands: the slot is (re)created with an
+        exported snapshot, and everything the journal holds in that snapshot is copied, in one
+        mirror transaction with the checkpoint at the slot's consistent point. A crash before that
+        commit leaves the mirror without a checkpoint, and the next start does it all again (an
+        existing slot is dropped first: nothing of it was ever mirrored, and the copy covers it)."""
+        assert self.mirror is not None
+        info = slot_info(db, self.slot)
+        if info is not None:
+            check_slot_owner(info, self.database)
+            self._wait_inactive(db)
+            drop_slot(db, self.slot)
+        with exported_snapshot_slot(self.dsn, self.slot) as (lsn, snapshot), \
+                connect(self.dsn, autocommit=False, application_name="rewind-stream") as snap:
+            snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            snap.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            for name, value in SESSION_SETTINGS.items():  # text as the stream renders it
+                snap.execute("SELECT set_config(%s, %s, true)", (name, value))
+            self.mirror.write_all(self._journal_copy(snap), slot=self.slot, database=self.database, lsn=lsn)
+        self._mirrored = lsn
+        log.info("new mirror: copied the journal of %s as of %s", self.database, format_lsn(lsn))
+
+    def _journal_copy(self, snap: psycopg.Connection[Any], chunk: int = 20000) -> Iterator[Batch]:
+        """The journal's rows in mirror form, chunk by chunk through server-side cursors. Their
+        commit position is unknown (0; the change id as position) unless a stream stamped it."""
+        for name, query in (("tx", _COPY_TX), ("change", _COPY_CHANGES), ("ddl", _COPY_DDL)):
+            with snap.cursor(name=f"rewind_copy_{name}") as cur:
+                cur.execute(query)
+                while rows := cur.fetchmany(chunk):
+                    if name == "tx":
+                        yield Batch(txs=[(*r[:8], iso_utc(r[8]), parse_lsn(r[9]) if r[9] else None, iso_utc(r[10]))
+                                         for r in rows])
+                    elif name == "change":
+                        yield Batch(changes=[(0, r[0], *r) for r in rows])
+                    else:
+                        yield Batch(ddls=[(0, r[0], *r[:-1], iso_utc(r[-1])) for r in rows])
 
     def _snapshot_tracked(self, db: psycopg.Connection[Any], lsn: int) -> None:
         """The whole of rewind.tracked into the mirror: names must resolve for changes to tables
@@ -273,16 +346,21 @@ class Streamer:
 
     def _reset_slot(self, db: psycopg.Connection[Any], info: Any) -> None:
         """Drop the slot that pins too much WAL, recreate it, and say so in the mirror."""
-        deadline = time.monotonic() + 10
-        while True:  # the walsender of a session just closed may hold the slot a moment longer
-            current = slot_info(db, self.slot)
-            if current is None or not current.active or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        self._wait_inactive(db)
         drop_slot(db, self.slot)
         new_lsn = create_slot(db, self.slot)
-        self._write_gap(new_lsn, info.confirmed_lsn, f"slot lag {info.lag_bytes} bytes exceeded max_lag_bytes",
-                        info.lag_bytes)
+        # from what the mirror holds (the writer may have committed past the slot's position)
+        start = max(info.confirmed_lsn or 0, self._mirrored)
+        self._write_gap(new_lsn, start, f"slot lag {info.lag_bytes} bytes exceeded max_lag_bytes", info.lag_bytes)
+
+    def _wait_inactive(self, db: psycopg.Connection[Any]) -> None:
+        """The walsender of a session just closed may hold the slot a moment longer."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            current = slot_info(db, self.slot)
+            if current is None or not current.active:
+                return
+            time.sleep(0.05)
 
     def _heartbeat(self, stream: Stream, db: psycopg.Connection[Any], idle: bool, wal_end_seen: int) -> int:
         """Lag from the server; with nothing pending, confirm the server's WAL end (or provoke one)."""
@@ -306,7 +384,7 @@ class Streamer:
     # -------------------------------------------------------------------------------- the loop
 
     def _consume(self, stream: Stream, db: psycopg.Connection[Any], stop: threading.Event) -> None:
-        writer = _Writer(self, db)
+        writer = _Writer(self, db, self._confirmed)
         try:
             self._read(stream, db, stop, writer)
         finally:
@@ -510,8 +588,8 @@ class _Writer:
     batches wait, which bounds memory and pushes back on the reader. `written` is the end LSN of
     the last batch committed: the reader confirms that, and nothing beyond it."""
 
-    def __init__(self, streamer: Streamer, db: psycopg.Connection[Any]) -> None:
-        self.written = 0
+    def __init__(self, streamer: Streamer, db: psycopg.Connection[Any], start: int) -> None:
+        self.written = start
         self.error: BaseException | None = None
         self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]]] | None] = queue.Queue(maxsize=2)
         self._streamer, self._db = streamer, db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import typer
 import journal
 import restore
 from journal import BadInput, RewindError, Selection, mirror, parse_time
-from rewind import config, logs, output, service
+from rewind import config, logs, output
 from rewind.backup_cli import backup_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -263,13 +264,17 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
            max_lag_bytes: Annotated[int | None, typer.Option(
                "--max-lag-bytes", help="Past this much WAL behind, recreate the slot and record a gap "
                "instead of letting WAL fill the disk.")] = None,
-           heartbeat_seconds: Annotated[float, typer.Option("--heartbeat-seconds")] = 10.0) -> None:
+           heartbeat_seconds: Annotated[float, typer.Option(
+               "--heartbeat-seconds", help="How often to measure lag and, when idle, let the slot release "
+               "WAL.")] = 10.0) -> None:
     """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C
     (`rewind serve` does the same, with the HTTP API and the backup schedules)."""
     url = journal_url or mirror.default_journal_url(dsn)
     streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
                                 heartbeat_seconds=heartbeat_seconds)
     streamer.prepare()
+    from rewind import service  # uvicorn and FastAPI: only the long-running commands need them
+
     logs.configure("text", secrets=[dsn, url])
     output.err.print(f"rewind: streaming {journal.mask_dsn(dsn)} (slot {streamer.slot}) into "
                      f"{journal.mask_dsn(url)}", markup=False, highlight=False)
@@ -308,6 +313,8 @@ def serve(
     settings = config.load_settings({"dsn": dsn, "journal": journal_url, "http": http, "log_format": log_format,
                                      "slot": slot, "max_lag": max_lag, "heartbeat_seconds": heartbeat_seconds},
                                     config=config_path)
+    from rewind import service
+
     code = service.serve(settings)
     if code:
         raise typer.Exit(code)
@@ -339,4 +346,8 @@ def run(args: list[str] | None = None) -> int:
 
 
 def main() -> Any:
-    sys.exit(run())
+    code = run()
+    # The process ends here: moving every object out of the collector's reach spares the final
+    # collections over all imported modules at shutdown, about 40 ms of every command.
+    gc.freeze()
+    sys.exit(code)

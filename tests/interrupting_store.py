@@ -21,8 +21,8 @@ class DiesBeforeManifest(Store):
     def put_bytes(self, key: str, data: bytes) -> None:
         raise self.error
 
-    def get_file(self, key: str, dest: Path) -> None:
-        self.inner.get_file(key, dest)
+    def get_file(self, key: str, dest: Path) -> str:
+        return self.inner.get_file(key, dest)
 
     def get_bytes(self, key: str) -> bytes:
         return self.inner.get_bytes(key)

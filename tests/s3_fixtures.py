@@ -46,17 +46,23 @@ class S3:
         return name
 
 
-@pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> S3:
-    """Credentials and endpoint through the standard AWS environment, as a user would set them."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rewind-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rewind-test-secret")
+def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, endpoint: str, access_key: str,
+                    secret_key: str) -> None:
+    """Endpoint and credentials through the standard AWS environment, as a user would set them,
+    and nothing from this machine's own AWS configuration."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> S3:
+    aws_environment(monkeypatch, tmp_path, moto_endpoint, "rewind-test", "rewind-test-secret")
     client = boto3.session.Session().client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     return S3(moto_endpoint, client)

@@ -74,6 +74,15 @@ def mirrored_changes(url: str) -> int:
         return 0
 
 
+def mirror_checkpoint(url: str) -> int | None:
+    """The mirror's checkpoint, None before the stream's first start has committed one."""
+    try:
+        value = mirror_scalar(url, "SELECT max(confirmed_lsn) FROM rewind_checkpoint")
+    except Exception:  # not created yet
+        return None
+    return int(value) if value is not None else None
+
+
 def db_scalar(dsn: str, query: str, params: tuple[Any, ...] = ()) -> Any:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()

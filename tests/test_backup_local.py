@@ -3,6 +3,7 @@ pg_dump/pg_restore: create, list, verify (a real restore), and everything verify
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -14,7 +15,9 @@ from helpers import rewind, rewind_json
 from interrupting_store import DiesBeforeManifest
 
 import backup
+from backup import content_hash
 from backup import manifest as mf
+from backup.stats import compute_stats, list_tables
 from backup.stores import ObjectExists
 from backup.stores.local import LocalStore
 from journal.errors import BadInput
@@ -67,7 +70,8 @@ def test_create_list_verify_roundtrip(shop: str, store_url: str, pg_cluster: Clu
     assert doc["tables"]["public.Odd \"Name\""]["rows"] == 3
     assert doc["snapshot"]["visibility"].count(":") == 2  # xmin:xmax:xip-list
     assert doc["objects"]["dump.pgc"]["sha256"] == mf.file_sha256(root / snap_id / "dump.pgc")
-    assert doc["server_version"] and doc["rewind_version"]
+    assert doc["server_version"] and doc["rewind_version"] and doc["content_hash"] == "v2"
+    assert sorted(p.name for p in root.iterdir()) == [snap_id]  # no staging area left behind
 
     code, result = rewind_json(capsys, "backup", "verify", "--store", store_url, "latest", "--scratch-dsn", shop)
     assert code == 0, result
@@ -138,6 +142,15 @@ def test_a_flipped_byte_in_any_object_fails_verify(shop: str, store_url: str, ta
     assert listed[0]["verified"] is False
 
 
+def _forge(store: LocalStore, snap_id: str, doc: dict[str, Any], tmp_path: Path) -> str:
+    """A new snapshot with the dump of snap_id and a properly sealed manifest saying what doc says."""
+    forged = mf.new_id()
+    dump = tmp_path / f"{forged}.pgc"
+    store.put_file(mf.key(forged, mf.DUMP), dump, sha256=store.get_file(mf.key(snap_id, mf.DUMP), dump))
+    store.put_bytes(mf.key(forged, mf.MANIFEST), mf.seal({**doc, "id": forged}))
+    return forged
+
+
 def test_content_mismatch_names_the_table(shop: str, tmp_path: Path, pg_cluster: Cluster) -> None:
     """A manifest (properly sealed) that disagrees with the dump: verify names the table."""
     store = LocalStore(tmp_path / "s")
@@ -146,17 +159,26 @@ def test_content_mismatch_names_the_table(shop: str, tmp_path: Path, pg_cluster:
     doc["tables"] = {k: dict(v) for k, v in doc["tables"].items()}
     doc["tables"]["sales.orders"]["rows"] += 1
     doc["tables"]["public.customers"]["hash"] = "0" * 64
-    forged = mf.new_id()
-    doc["id"] = forged
-    dump = tmp_path / "dump"
-    store.get_file(mf.key(snap.id, mf.DUMP), dump)
-    store.put_file(mf.key(forged, mf.DUMP), dump, sha256=mf.file_sha256(dump))
-    store.put_bytes(mf.key(forged, mf.MANIFEST), mf.seal(doc))
-    result = backup.verify_snapshot(store, forged, shop)
+    result = backup.verify_snapshot(store, _forge(store, snap.id, doc, tmp_path), shop)
     assert not result.ok
     assert any(p.startswith("table sales.orders: 500 rows restored, manifest says 501") for p in result.problems)
     assert any(p.startswith("table public.customers: content hash differs") for p in result.problems)
     assert _scratch_dbs(pg_cluster) == []
+
+
+def test_snapshots_hashed_by_an_older_rewind_still_verify(shop: str, tmp_path: Path) -> None:
+    """A manifest without content_hash was hashed with v1: verify recomputes v1, and a method it
+    does not know is a clear problem, not a crash."""
+    store = LocalStore(tmp_path / "s")
+    snap = backup.create_snapshot(shop, store)
+    with psycopg.connect(shop) as c:
+        v1 = compute_stats(shop, list_tables(c), method=content_hash.V1)
+    assert v1 != snap.manifest["tables"]
+    old = {k: v for k, v in snap.manifest.items() if k != "content_hash"} | {"tables": v1}
+    result = backup.verify_snapshot(store, _forge(store, snap.id, old, tmp_path), shop)
+    assert result.ok, result.problems
+    result = backup.verify_snapshot(store, _forge(store, snap.id, {**old, "content_hash": "v9"}, tmp_path), shop)
+    assert result.problems == ["manifest uses content hash method 'v9', unknown to rewind 0.1.0"]
 
 
 def test_operator_checks_must_return_true(shop: str, store_url: str, tmp_path: Path,
@@ -205,6 +227,24 @@ def test_interrupted_snapshot_is_not_listed(shop: str, tmp_path: Path) -> None:
     assert backup.list_snapshots(inner) == []
     with pytest.raises(BadInput, match="no snapshots"):
         backup.resolve(inner, "latest")
+
+
+def test_a_staged_file_is_linked_in_and_any_other_copied(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    with store.staging() as staging:
+        staged = staging / "dump"
+        staged.write_bytes(b"staged")
+        store.put_file("a/dump.pgc", staged, sha256=hashlib.sha256(b"staged").hexdigest())
+        assert (tmp_path / "s" / "a" / "dump.pgc").stat().st_ino == staged.stat().st_ino  # not copied
+        assert [o.key for o in store.list()] == ["a/dump.pgc"]  # a staging area is never listed
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["a"]
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"outside")
+    store.put_file("b/dump.pgc", outside, sha256=hashlib.sha256(b"outside").hexdigest())
+    outside.write_bytes(b"changed later")  # must not reach the stored object
+    assert store.get_bytes("b/dump.pgc") == b"outside"
+    assert store.get_file("b/dump.pgc", tmp_path / "back") == hashlib.sha256(b"outside").hexdigest()
+    assert store.local_path("b/dump.pgc") == tmp_path / "s" / "b" / "dump.pgc"
 
 
 def test_keys_are_written_once(tmp_path: Path) -> None:

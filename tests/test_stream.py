@@ -14,10 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import connect_as, rewind, rewind_json
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from stream_helpers import (
     StreamProcess,
     db_scalar,
+    mirror_checkpoint,
     mirror_rows,
     mirror_scalar,
     mirrored_changes,
@@ -27,6 +29,7 @@ from stream_helpers import (
 )
 
 import journal
+from journal.stream import Streamer
 from rewind.devdb import Cluster
 
 SHOP = """
@@ -65,6 +68,14 @@ def agent_work(dsn: str) -> None:
         c.execute("TRUNCATE notes")
 
 
+def mirror_agent_work(streamer: Streamer, dsn: str) -> int:
+    """agent_work() while streamer runs; returns the number of changes, once all are mirrored."""
+    agent_work(dsn)
+    total = int(db_scalar(dsn, "SELECT count(*) FROM rewind.change"))
+    wait_for(lambda: streamer.stats.changes_total == total, what="every change in the mirror")
+    return total
+
+
 def normalized(value: Any) -> Any:
     """Timestamps as instants: the database renders them in its session's zone, the mirror in UTC."""
     if isinstance(value, dict):
@@ -87,9 +98,8 @@ def all_stamped(dsn: str, after_id: int = 0) -> bool:
 
 def test_mirror_reads_like_the_database(shop: str, mirror_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with streaming(shop, mirror_url) as streamer:
-        agent_work(shop)
-        total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
-        wait_for(lambda: streamer.stats.changes_total == total and all_stamped(shop), what="mirror and stamps")
+        mirror_agent_work(streamer, shop)
+        wait_for(lambda: all_stamped(shop), what="commit stamps")
         settled = streamer.stats
         time.sleep(1.0)  # several heartbeats: the stamping UPDATEs must not come back as changes
         assert streamer.stats.changes_total == settled.changes_total
@@ -128,13 +138,14 @@ def test_mirror_reads_like_the_database(shop: str, mirror_url: str, capsys: pyte
 def test_drop_database_leaves_the_mirror_readable(shop: str, sqlite_url: str, pg_cluster: Cluster,
                                                   conn: psycopg.Connection[Any],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    name = str(conninfo_to_dict(shop)["dbname"])
     with streaming(shop, sqlite_url) as streamer:
-        agent_work(shop)
-        total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
-        wait_for(lambda: streamer.stats.changes_total == total, what="the mirror")
+        mirror_agent_work(streamer, shop)
+        with pytest.raises(psycopg.errors.ObjectInUse, match="active logical replication slot"):
+            pg_cluster.drop_database(name)  # even WITH (FORCE): the running stream holds the database
     _, before = rewind_json(capsys, "actions", "--dsn", shop, "--json")
     conn.close()
-    pg_cluster.drop_database(str(conninfo_to_dict(shop)["dbname"]))  # drops the (inactive) slot too
+    pg_cluster.drop_database(name)  # drops the (now inactive) slot too
     code, after = rewind_json(capsys, "actions", "--journal", sqlite_url)
     assert code == 0 and normalized(after) == normalized(before)
     code, shown = rewind_json(capsys, "show", "--journal", sqlite_url, str(after[-1]["id"]))
@@ -143,14 +154,15 @@ def test_drop_database_leaves_the_mirror_readable(shop: str, sqlite_url: str, pg
     assert code == 0 and "agent-7" in out and "Sales Dept.Customers" in out
 
 
-def test_kill_9_during_a_200k_change_stream_then_restart(shop: str, sqlite_url: str, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_kill_9_during_a_200k_change_stream_then_restart(shop: str, sqlite_url: str, tmp_path: Path) -> None:
     total = 200_000
-    assert rewind(capsys, "init", "--dsn", shop, "--slot")[0] == 0  # WAL is kept for the stream from here
-    with psycopg.connect(shop, autocommit=True) as w:
+    proc = StreamProcess(shop, sqlite_url, tmp_path / "stream.log")  # a first start: slot and empty mirror
+    wait_for(lambda: mirror_checkpoint(sqlite_url), what="the first start")
+    proc.kill()
+    with psycopg.connect(shop, autocommit=True) as w:  # then a backlog waits in the slot
         w.execute("CREATE TABLE bulk (id int PRIMARY KEY, v text)")
         journal.track(shop, ["public.bulk"])
-        for start in range(0, total, 1000):  # 200 transactions, waiting in the slot
+        for start in range(0, total, 1000):  # 200 transactions
             w.execute("INSERT INTO bulk SELECT g, 'row ' || g FROM generate_series(%s::int, %s::int) g",
                       (start + 1, start + 1000))
     journaled = db_scalar(shop, "SELECT count(*) FROM rewind.change")
@@ -212,7 +224,7 @@ def test_idle_database_does_not_retain_wal(shop: str, pg_cluster: Cluster, sqlit
     other = f"busy_{uuid.uuid4().hex[:8]}"
     busy = pg_cluster.create_database(other)
     try:
-        with streaming(shop, sqlite_url, heartbeat_seconds=0.2):
+        with streaming(shop, sqlite_url, heartbeat_seconds=0.2) as streamer:
             start = slot_lsns(shop)
             assert start is not None
             with psycopg.connect(busy, autocommit=True) as b:
@@ -224,6 +236,10 @@ def test_idle_database_does_not_retain_wal(shop: str, pg_cluster: Cluster, sqlit
                      what="confirmed_flush_lsn to pass the other database's writes")
             wait_for(lambda: (s := slot_lsns(shop)) and s[1] > start[1] + 4_000_000, timeout=20,
                      what="restart_lsn to move")
+            # the lag the sidecar reports falls back too (a heartbeat message's own WAL is all that is left)
+            wait_for(lambda: (lag := streamer.stats.lag_bytes) is not None and lag < 100_000, timeout=20,
+                     what="lag_bytes to fall")
+            assert streamer.stats.lag_seconds == 0.0
     finally:
         pg_cluster.drop_database(other)
 
@@ -303,10 +319,9 @@ def test_a_replay_writes_nothing_twice_and_still_stamps(shop: str, sqlite_url: s
     the second replays all that the first mirrored."""
     for slot in ("first_slot", "second_slot"):
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-    agent_work(shop)
-    total = db_scalar(shop, "SELECT count(*) FROM rewind.change")
     with streaming(shop, sqlite_url, slot="first_slot") as first:
-        wait_for(lambda: first.stats.changes_total == total and all_stamped(shop), what="the first stream")
+        total = mirror_agent_work(first, shop)
+        wait_for(lambda: all_stamped(shop), what="the first stream's stamps")
     snapshot = mirror_rows(sqlite_url, "SELECT commit_lsn, seq, id FROM rewind_change ORDER BY 1, 2")
     checkpoint = mirror_scalar(sqlite_url, "SELECT max(confirmed_lsn) FROM rewind_checkpoint")
     conn.execute("UPDATE rewind.tx SET commit_lsn = NULL, committed_at = NULL")  # as if the stamps never came
@@ -326,16 +341,38 @@ def test_a_failing_mirror_is_counted_and_retried_without_loss(shop: str, pg_mirr
                                                                conn: psycopg.Connection[Any]) -> None:
     mirror_db = str(conninfo_to_dict(pg_mirror_url)["dbname"])
     with streaming(shop, pg_mirror_url) as streamer:
-        agent_work(shop)
-        first = db_scalar(shop, "SELECT count(*) FROM rewind.change")
-        wait_for(lambda: streamer.stats.changes_total == first, what="the first changes")
+        first = mirror_agent_work(streamer, shop)
         # the mirror goes away: no new connections, the current ones cut
-        conn.execute(f'ALTER DATABASE "{mirror_db}" ALLOW_CONNECTIONS false')
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(mirror_db)))
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (mirror_db,))
         with connect_as(shop, "agent-9") as a:
             a.execute("INSERT INTO orders SELECT g, 2, g FROM generate_series(1, 30) g")
         wait_for(lambda: streamer.stats.mirror_errors_total > 0, what="a mirror error")
-        conn.execute(f'ALTER DATABASE "{mirror_db}" ALLOW_CONNECTIONS true')
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(mirror_db)))
         wait_for(lambda: mirrored_changes(pg_mirror_url) == first + 30, what="the changes written while it was away")
         wait_for(lambda: streamer.stats.ready, what="the stream to be ready again")
     assert mirror_scalar(pg_mirror_url, "SELECT count(DISTINCT id) FROM rewind_change") == first + 30
+
+
+def test_a_new_mirror_starts_with_the_journal_as_it_stands(shop: str, mirror_url: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Journal rows written before any stream (or slot) existed are copied on the first start, in
+    the slot's exported snapshot: nothing missing, nothing twice, and the stream goes on from there."""
+    agent_work(shop)  # no slot yet
+    before_slot = db_scalar(shop, "SELECT max(id) FROM rewind.tx")
+    with streaming(shop, mirror_url) as streamer:
+        assert mirror_scalar(mirror_url, "SELECT count(*) FROM rewind_change") == \
+            db_scalar(shop, "SELECT count(*) FROM rewind.change")
+        assert streamer.stats.changes_total == 0  # copied, not streamed
+        with connect_as(shop, "agent-after") as a:
+            a.execute("INSERT INTO orders SELECT g, 3, g FROM generate_series(1, 10) g")
+        wait_for(lambda: streamer.stats.changes_total == 10 and all_stamped(shop, before_slot), what="the stream")
+    code, from_db = rewind_json(capsys, "actions", "--dsn", shop)
+    _, from_mirror = rewind_json(capsys, "actions", "--journal", mirror_url)
+    assert code == 0 and normalized(from_mirror) == normalized(from_db)
+    assert from_mirror[0]["actor"] == "agent-after" and from_mirror[0]["committed_at"] is not None
+    assert from_mirror[-1]["committed_at"] is None  # copied, never stamped: its commit position is unknown
+    for action in (from_db[0], from_db[-1]):
+        _, db_show = rewind_json(capsys, "show", "--dsn", shop, str(action["id"]))
+        _, mirror_show = rewind_json(capsys, "show", "--journal", mirror_url, str(action["id"]))
+        assert normalized(mirror_show) == normalized(db_show)

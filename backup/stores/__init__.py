@@ -6,8 +6,10 @@ overwritten, so a WORM bucket (S3 Object Lock) works: a second write of a key is
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,9 @@ class Store(ABC):
         """Write a small object; refused if the key exists."""
 
     @abstractmethod
-    def get_file(self, key: str, dest: Path) -> None: ...
+    def get_file(self, key: str, dest: Path) -> str:
+        """Write the object to dest; return the SHA-256 (hex) of the bytes written, computed as they
+        pass, so a download is read once."""
 
     @abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
@@ -88,6 +92,18 @@ class Store(ABC):
 
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Fail with BadInput before any work if the store cannot be reached."""
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private directory for files about to be put, removed afterwards. A store that can
+        take a file without copying it (same filesystem) places it where that works."""
+        with tempfile.TemporaryDirectory(prefix="rewind-staging-") as tmp:
+            yield Path(tmp)
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's own file when the store is a directory on this machine, so a reader can
+        use it in place instead of copying it; None for remote stores."""
+        return None
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:

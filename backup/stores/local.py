@@ -1,13 +1,18 @@
 """A local directory: the embedded default. Writes go to a temporary name and are linked into
-place, so a key appears complete or not at all and an existing key is never replaced."""
+place, so a key appears complete or not at all and an existing key is never replaced. A file
+staged inside the store (same filesystem) is made durable and linked in rather than copied, and
+readers can use an object's file in place: a dump is written once and never copied."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,11 +44,15 @@ class LocalStore(Store):
 
     def _publish(self, tmp: Path, final: Path) -> None:
         try:
-            os.link(tmp, final)  # fails if final exists: write once
-        except FileExistsError:
-            raise ObjectExists(f"object {final.relative_to(self.root)} already exists; keys are written once") from None
+            self._link(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _link(self, src: Path, final: Path) -> None:
+        try:
+            os.link(src, final)  # fails if final exists: write once
+        except FileExistsError:
+            raise ObjectExists(f"object {final.relative_to(self.root)} already exists; keys are written once") from None
         with contextlib.suppress(OSError):
             fd = os.open(final.parent, os.O_RDONLY)
             try:
@@ -57,7 +66,41 @@ class LocalStore(Store):
             raise ObjectExists(f"object {final.relative_to(self.root)} already exists; keys are written once")
         return final.parent / f"{_TMP}{uuid.uuid4().hex}"
 
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        self.preflight()
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP, dir=self.root))
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"object {key} not found in {self.url}")
+        return path
+
+    def _staged(self, path: Path) -> bool:
+        """Only files in this store's own staging areas are taken by link: linking anyone else's
+        file would let a later write to it change the stored object."""
+        parent = path.absolute().parent
+        return parent.parent == self.root.absolute() and parent.name.startswith(_TMP) and path.is_file()
+
     def put_file(self, key: str, path: Path, *, sha256: str, progress: Progress | None = None) -> None:
+        if self._staged(path):
+            final = self._path(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # durable before it becomes visible under its key
+            finally:
+                os.close(fd)
+            self._link(path, final)
+            if progress:
+                progress(path.stat().st_size)
+            return
+
         def copy(dst: BinaryIO) -> None:
             with open(path, "rb") as src:
                 while chunk := src.read(_CHUNK):
@@ -85,11 +128,16 @@ class LocalStore(Store):
             raise
         self._publish(tmp, final)
 
-    def get_file(self, key: str, dest: Path) -> None:
+    def get_file(self, key: str, dest: Path) -> str:
+        h = hashlib.sha256()
         try:
-            shutil.copyfile(self._path(key), dest)
+            with open(self._path(key), "rb") as src, open(dest, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    h.update(chunk)
+                    dst.write(chunk)
         except FileNotFoundError:
             raise NotFound(f"object {key} not found in {self.url}") from None
+        return h.hexdigest()
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -101,7 +149,8 @@ class LocalStore(Store):
         if not self.root.is_dir():
             return []
         found = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(_TMP)]  # staging areas
             for name in files:
                 if name.startswith(_TMP):
                     continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -113,8 +114,6 @@ class S3Store(Store):
             raise BadInput(f"store {self.url}: cannot reach {self.endpoint}: {_reason(exc)}") from None
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        import hashlib
-
         self._refuse_existing(key)
         sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
         with self._errors(f"writing {key}"):
@@ -153,9 +152,15 @@ class S3Store(Store):
             while chunk := body.read(_CHUNK):
                 write(chunk)
 
-    def get_file(self, key: str, dest: Path) -> None:
+    def get_file(self, key: str, dest: Path) -> str:
+        h = hashlib.sha256()
         with open(dest, "wb") as f:
-            self._get(key, f.write)
+            def write(chunk: bytes) -> None:
+                h.update(chunk)
+                f.write(chunk)
+
+            self._get(key, write)
+        return h.hexdigest()
 
     def get_bytes(self, key: str) -> bytes:
         parts: list[bytes] = []

@@ -10,6 +10,7 @@ replay from the slot starts exactly where the mirror stopped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -188,23 +189,28 @@ class MirrorStore:
 
     def write(self, batch: Batch, *, slot: str, database: str) -> None:
         """Everything in the batch and the checkpoint, in one transaction."""
+        self.write_all([batch], slot=slot, database=database, lsn=batch.lsn)
+
+    def write_all(self, batches: Iterable[Batch], *, slot: str, database: str, lsn: int) -> None:
+        """Several batches (read lazily) and then the checkpoint, in one transaction."""
         with self.engine.begin() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             cur = raw.cursor()
             try:
-                if batch.tracked:
-                    conn.execute(tables.tracked.delete().where(tables.tracked.c.id.in_(list(batch.tracked))))
-                for table, rows in ((tables.tx, batch.txs), (tables.change, batch.changes),
-                                    (tables.ddl, batch.ddls), (tables.tracked, list(batch.tracked.values()))):
-                    if rows:
-                        self._bulk(cur, table.name, rows)
+                for batch in batches:
+                    if batch.tracked:
+                        conn.execute(tables.tracked.delete().where(tables.tracked.c.id.in_(list(batch.tracked))))
+                    for table, rows in ((tables.tx, batch.txs), (tables.change, batch.changes),
+                                        (tables.ddl, batch.ddls), (tables.tracked, list(batch.tracked.values()))):
+                        if rows:
+                            self._bulk(cur, table.name, rows)
+                    for gap in batch.gaps:
+                        conn.execute(insert(tables.gap).values(**gap.row()))
             finally:
                 cur.close()
-            for gap in batch.gaps:
-                conn.execute(insert(tables.gap).values(**gap.row()))
             cp = tables.checkpoint
-            values = {"database": database, "confirmed_lsn": batch.lsn, "updated_at": now_text()}
+            values = {"database": database, "confirmed_lsn": lsn, "updated_at": now_text()}
             if conn.execute(cp.update().where(cp.c.slot == slot).values(**values)).rowcount == 0:
                 conn.execute(insert(cp).values(slot=slot, **values))
 

@@ -13,7 +13,8 @@ from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, St
 
 metadata = MetaData()
 
-# One row per journaled transaction (rewind.tx), with its commit position from the stream.
+# One row per journaled transaction (rewind.tx), with its commit position from the stream (unknown
+# for a transaction copied from the journal at the first start that was never stamped).
 tx = Table(
     "rewind_tx", metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
@@ -25,16 +26,17 @@ tx = Table(
     Column("pid", Integer),
     Column("run", Text),
     Column("started_at", Text, nullable=False),
-    Column("commit_lsn", BigInteger, nullable=False),
-    Column("committed_at", Text, nullable=False),
+    Column("commit_lsn", BigInteger),
+    Column("committed_at", Text),
 )
 
 # One row per changed row (rewind.change). (commit_lsn, seq) is the change's place in the stream:
-# the key that makes a replay after a crash write nothing twice.
+# the key that makes a replay after a crash write nothing twice. Rows copied from the journal when
+# a new mirror first started have commit_lsn 0 and their change id as seq.
 change = Table(
     "rewind_change", metadata,
     Column("commit_lsn", BigInteger, primary_key=True, autoincrement=False),
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("id", BigInteger, nullable=False),
     Column("pos", BigInteger, nullable=False),
     Column("tx", BigInteger, nullable=False),
@@ -50,7 +52,7 @@ change = Table(
 ddl = Table(
     "rewind_ddl", metadata,
     Column("commit_lsn", BigInteger, primary_key=True, autoincrement=False),
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("id", BigInteger, nullable=False),
     Column("tx", BigInteger, nullable=False),
     Column("tbl", Integer),

@@ -25,13 +25,13 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer),
         sa.Column("run", sa.Text),
         sa.Column("started_at", sa.Text, nullable=False),
-        sa.Column("commit_lsn", sa.BigInteger, nullable=False),
-        sa.Column("committed_at", sa.Text, nullable=False),
+        sa.Column("commit_lsn", sa.BigInteger),
+        sa.Column("committed_at", sa.Text),
     )
     op.create_table(
         "rewind_change",
         sa.Column("commit_lsn", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("id", sa.BigInteger, nullable=False),
         sa.Column("pos", sa.BigInteger, nullable=False),
         sa.Column("tx", sa.BigInteger, nullable=False),
@@ -46,7 +46,7 @@ def upgrade() -> None:
     op.create_table(
         "rewind_ddl",
         sa.Column("commit_lsn", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("id", sa.BigInteger, nullable=False),
         sa.Column("tx", sa.BigInteger, nullable=False),
         sa.Column("tbl", sa.Integer),
