@@ -100,7 +100,6 @@ _SOURCES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "max_lag": ("REWIND_MAX_LAG", _positive(int, "bytes")),
     "heartbeat_seconds": ("REWIND_HEARTBEAT_SECONDS", _positive(float, "seconds")),
 }
-ENVIRONMENT: Final = {name: env for name, (env, _) in _SOURCES.items()}
 
 
 def parse_http(text: str) -> tuple[str, int]:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from helpers import connect_as, rewind, rewind_json
 from prometheus_client.parser import text_string_to_metric_families
-from stream_helpers import RewindProcess, mirror_rows, mirror_scalar, wait_for
+from stream_helpers import RewindProcess, mirror_checkpoint, mirror_rows, mirror_scalar, slot_lsns, wait_for
 
 import journal
 from backup import list_snapshots, open_store
@@ -98,6 +98,8 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
     assert code == 0, log[-3000:]
     code, actions = rewind_json(capsys, "actions", "--journal", journal_url, "--actor", "agent-7")
     assert code == 0 and [a["changes"] for a in actions] == [3]
+    confirmed = slot_lsns(shop)  # the stop confirmed to the slot what the mirror holds
+    assert confirmed is not None and confirmed[0] >= (mirror_checkpoint(journal_url) or 0) > 0
 
     lines = [json.loads(line) for line in log.splitlines()]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(e) for e in lines)
