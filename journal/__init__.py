@@ -2,6 +2,7 @@
 
 from journal.connection import connect, mask_dsn
 from journal.errors import BadInput, Refused, RewindError
+from journal.gaps import GapRecord, SlotStatus, capture_check, gaps_between
 from journal.reading import Action, Change, list_actions, row_history, show_action
 from journal.schema import InitResult, init
 from journal.selection import Selection
@@ -9,7 +10,7 @@ from journal.stream import Streamer, StreamStats, create_stream_slot
 from journal.timespec import parse_time
 from journal.tracking import Status, TrackedTable, resolve_table, status, track, tracked_ids, untrack
 
-__all__ = ["Action", "BadInput", "Change", "InitResult", "Refused", "RewindError", "Selection", "Status",
-           "StreamStats", "Streamer", "TrackedTable", "connect", "create_stream_slot", "init", "list_actions",
-           "mask_dsn", "parse_time", "resolve_table", "row_history", "show_action", "status", "track",
-           "tracked_ids", "untrack"]
+__all__ = ["Action", "BadInput", "Change", "GapRecord", "InitResult", "Refused", "RewindError", "Selection",
+           "SlotStatus", "Status", "StreamStats", "Streamer", "TrackedTable", "capture_check", "connect",
+           "create_stream_slot", "gaps_between", "init", "list_actions", "mask_dsn", "parse_time", "resolve_table",
+           "row_history", "show_action", "status", "track", "tracked_ids", "untrack"]

@@ -14,7 +14,8 @@ import typer
 
 import journal
 import restore
-from journal import BadInput, RewindError, Selection, mirror, parse_time
+from journal import BadInput, RewindError, Selection, capture_check, mirror, parse_time
+from journal.replication import check_slot_name
 from rewind import output
 from rewind.backup_cli import backup_app
 
@@ -126,10 +127,23 @@ def untrack(dsn: Dsn, tables: Annotated[list[str] | None, typer.Argument(help="s
 
 
 @app.command()
-def status(dsn: Dsn, as_json: Json = False) -> None:
-    """What is tracked, what is not, and how much is journaled."""
-    s = journal.status(dsn)
+def status(dsn: Dsn, slot: Annotated[str | None, typer.Option("--slot", help="The stream's replication slot "
+                                                               "(default rewind_<database>).")] = None,
+           check: Annotated[bool, typer.Option("--check", help="Exit 1 when there are capture gaps, or lag "
+                                               "beyond --max-lag-bytes/--max-lag-seconds.")] = False,
+           since: Annotated[str | None, typer.Option("--since", help="Only gaps since then (ISO-8601 or "
+                                                     "relative: 15m, 2h, 3d).")] = None,
+           max_lag_bytes: Annotated[int | None, typer.Option("--max-lag-bytes", min=0)] = None,
+           max_lag_seconds: Annotated[float | None, typer.Option("--max-lag-seconds", min=0)] = None,
+           as_json: Json = False) -> None:
+    """What is tracked, what is not, how much is journaled, the stream's slot and lag, and every
+    capture gap (writes that went around the triggers, slot resets)."""
+    s = journal.status(dsn, slot=check_slot_name(slot) if slot else None, gaps_since=_time(since))
     output.emit_json(s.as_json()) if as_json else output.status(s)
+    if check:
+        failures = capture_check(s.gaps, s.slot, max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds)
+        if failures:
+            raise journal.Refused("check failed: " + "; ".join(failures))
 
 
 @app.command()
@@ -142,6 +156,9 @@ def actions(dsn: OptionalDsn = None, actor: Actors = None, role: Roles = None, r
     items = (mirror.list_actions(journal_url, sel, limit=limit) if journal_url is not None
              else journal.list_actions(_need(dsn), sel, limit=limit))
     output.emit_json([a.as_json() for a in items]) if as_json else output.actions(items)
+    gaps = (mirror.list_gaps(journal_url, sel.since, sel.until) if journal_url is not None
+            else journal.gaps_between(_need(dsn), sel.since, sel.until))
+    output.gap_warning(gaps)
 
 
 @app.command()
