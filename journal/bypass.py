@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from operator import attrgetter, itemgetter
 from typing import Any, Final, TypeAlias
 
 from journal.mirror.store import Gap
@@ -46,22 +47,32 @@ MAX_IMAGES: Final = 50_000
 
 _OPS: Final = {73: "I", 85: "U", 68: "D", 84: "T"}
 _POS, _TBL, _OP = 3, 5, 7  # in a mirror change row (journal.mirror.store.CHANGE_COLUMNS order)
+_TBL_OF, _OP_OF = itemgetter(_TBL), itemgetter(_OP)
+_REL, _PAYLOAD, _KIND = itemgetter(0), itemgetter(2), itemgetter(0)
+_OID = attrgetter("oid")
 
 
 def find_bypasses(rows: list[DecodedRow], journal: list[tuple[Any, ...]], *, table_id: Callable[[Relation], str],
                   table_name: Callable[[Relation], str], xid: int, commit_lsn: int, commit_time: str) -> list[Gap]:
     """One bypass gap per table with decoded rows that the transaction's journal rows (mirror
-    change rows) do not cover. table_id gives the tracked id the journal names a table by."""
-    by_table: dict[str, list[DecodedRow]] = {}
-    for row in rows:
-        by_table.setdefault(table_id(row[0]), []).append(row)
-    journaled = Counter(c[_TBL] for c in journal if c[_OP] != "T")
+    change rows) do not cover. table_id gives the tracked id the journal names a table by.
+
+    Runs at the commit of every transaction that wrote to a tracked table, so the counting is
+    done with C-level iteration (map, Counter) and per relation, never by a Python call per row."""
+    rels = list(map(_REL, rows))
+    oids = Counter(map(_OID, rels))
+    by_oid = dict(zip(map(_OID, rels), rels, strict=True))
+    truncated = 84 in set(map(_KIND, map(_PAYLOAD, rows)))
+    journaled = Counter(map(_TBL_OF, journal))
+    if "T" in set(map(_OP_OF, journal)):
+        journaled = Counter(c[_TBL] for c in journal if c[_OP] != "T")
     gaps = []
-    for tbl, decoded in by_table.items():
-        if journaled[tbl] == len(decoded) and not any(r[2][0] == 84 for r in decoded):
+    for oid, count in oids.items():
+        tbl = table_id(by_oid[oid])
+        if journaled[tbl] == count and not truncated:
             continue
-        mine = [(int(c[_POS]), c[_OP]) for c in journal if c[_TBL] == tbl]
-        missed = _unclaimed(decoded, mine)
+        decoded = [r for r in rows if r[0].oid == oid]
+        missed = _unclaimed(decoded, [(int(c[_POS]), c[_OP]) for c in journal if c[_TBL] == tbl])
         if missed:
             gaps.append(_gap(missed, table_name(missed[-1][0]), xid, commit_lsn, commit_time))
     return gaps

@@ -46,7 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from journal.bypass import DecodedRow, find_bypasses
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
-from journal.gaps import record_gaps
+from journal.gaps import has_gap_table, record_gaps
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
 from journal.pgoutput import (
     Begin,
@@ -184,7 +184,8 @@ class Streamer:
     """Streams one database's journal into the mirror until stop is set. Run it in a thread."""
 
     def __init__(self, dsn: str, journal_url: str, *, slot: str | None = None, max_lag_bytes: int | None = None,
-                 heartbeat_seconds: float = 10.0, batch_changes: int = 5000, batch_seconds: float = 0.2) -> None:
+                 heartbeat_seconds: float = 10.0, batch_changes: int = 5000, batch_seconds: float = 0.2,
+                 detect_bypass: bool = True) -> None:
         self.dsn = dsn
         self.journal_url = journal_url
         self._slot = check_slot_name(slot) if slot else None
@@ -192,6 +193,8 @@ class Streamer:
         self.heartbeat_seconds = heartbeat_seconds
         self.batch_changes = batch_changes
         self.batch_seconds = batch_seconds
+        # Bypass detection reads the tracked tables' rows too: about twice what the walsender sends.
+        self.publications = (*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION) if detect_bypass else JOURNAL_PUBLICATIONS
         self.database = ""
         self.mirror: MirrorStore | None = None
         self._lock = threading.Lock()
@@ -223,7 +226,7 @@ class Streamer:
             require_installed(db)
             got = db.execute("SELECT count(*) FROM pg_publication WHERE pubname IN "
                              "('rewind_journal', 'rewind_tracked')").fetchone()
-            if not got or got[0] != 2:
+            if not got or got[0] != 2 or not has_gap_table(db):
                 raise BadInput("the rewind schema predates the decoding stream: run `rewind init` to upgrade it")
             self.database = db.info.dbname
         if self.mirror is None:
@@ -272,7 +275,7 @@ class Streamer:
             # again (and are skipped below) so that their commit stamps, which follow the mirror
             # commit, are not lost when a crash falls between the two.
             stream = open_stream(self.dsn, self.slot, start_lsn=self._confirmed,
-                                 publications=(*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION),
+                                 publications=self.publications,
                                  status_interval=max(1.0, self.heartbeat_seconds))
             try:
                 self._consume(stream, db, stop)
@@ -528,13 +531,13 @@ class Streamer:
         """Mirror commit, then the commit stamps and gaps in the database (in the writer's thread)."""
         if batch or batch.lsn > self._mirrored:
             self._write(batch)
+        if batch.gaps:
+            with self._lock:
+                self._stats = replace(self._stats, gaps_total=self._stats.gaps_total + len(batch.gaps))
         if stamps:
             ids, lsns, ats = zip(*stamps, strict=True)
             db.execute(_STAMP_COMMITS, (list(ids), list(lsns), list(ats)))
         record_gaps(db, gaps)
-        if batch.gaps:
-            with self._lock:
-                self._stats = replace(self._stats, gaps_total=self._stats.gaps_total + len(batch.gaps))
         if batch.txs or batch.changes:
             last = datetime.fromisoformat(batch.txs[-1][10]) if batch.txs else self._stats.last_commit_time
             with self._lock:

@@ -283,11 +283,15 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
                "instead of letting WAL fill the disk.")] = None,
            heartbeat_seconds: Annotated[float, typer.Option(
                "--heartbeat-seconds", help="How often to measure lag and, when idle, let the slot release "
-               "WAL.")] = 10.0) -> None:
+               "WAL.")] = 10.0,
+           detect_bypass: Annotated[bool, typer.Option(
+               "--bypass-detection/--no-bypass-detection", help="Also read the tracked tables' own changes "
+               "and record writes that went around the triggers as gaps (about twice the decoded volume).")] = True,
+           ) -> None:
     """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C."""
     url = journal_url or mirror.default_journal_url(dsn)
     streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
-                                heartbeat_seconds=heartbeat_seconds)
+                                heartbeat_seconds=heartbeat_seconds, detect_bypass=detect_bypass)
     streamer.prepare()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
