@@ -1,5 +1,6 @@
 """Capture and the journal: the in-database schema, triggers, and reading what happened."""
 
+from journal.adopt import Adopted, adopt_gap
 from journal.connection import connect, mask_dsn
 from journal.errors import BadInput, Refused, RewindError
 from journal.gaps import GapRecord, SlotStatus, capture_check, gaps_between
@@ -10,7 +11,7 @@ from journal.stream import Streamer, StreamStats, create_stream_slot
 from journal.timespec import parse_time
 from journal.tracking import Status, TrackedTable, resolve_table, status, track, tracked_ids, untrack
 
-__all__ = ["Action", "BadInput", "Change", "GapRecord", "InitResult", "Refused", "RewindError", "Selection",
-           "SlotStatus", "Status", "StreamStats", "Streamer", "TrackedTable", "capture_check", "connect",
+__all__ = ["Action", "Adopted", "BadInput", "Change", "GapRecord", "InitResult", "Refused", "RewindError", "Selection",
+           "SlotStatus", "Status", "StreamStats", "Streamer", "TrackedTable", "adopt_gap", "capture_check", "connect",
            "create_stream_slot", "gaps_between", "init", "list_actions", "mask_dsn", "parse_time", "resolve_table",
            "row_history", "show_action", "status", "track", "tracked_ids", "untrack"]

@@ -124,7 +124,7 @@ def _image(row: DecodedRow) -> dict[str, Any]:
     """{op, before, after, unchanged, complete} of one decoded row; values in PostgreSQL's text."""
     rel, _, payload = row
     if payload[0] == 84:
-        return {"op": "T", "before": None, "after": None, "complete": False}
+        return {"op": "T", "lsn": row[1], "before": None, "after": None, "complete": False}
     decoder = Decoder()
     decoder.relations[rel.oid] = rel
     m = decoder.decode(payload)
@@ -148,7 +148,7 @@ def _image(row: DecodedRow) -> dict[str, Any]:
     unchanged = sorted({n for image in (before, after) if image for n, v in image.items() if v is UNCHANGED})
     before, after = _known(before), _known(after)
     complete = not unchanged and (op == "I" or full_before)
-    image: dict[str, Any] = {"op": op, "before": before, "after": after, "complete": complete}
+    image: dict[str, Any] = {"op": op, "lsn": row[1], "before": before, "after": after, "complete": complete}
     if unchanged:
         image["unchanged"] = unchanged
     return image

@@ -33,7 +33,7 @@ ON CONFLICT (kind, end_lsn, coalesce(table_name, '')) DO NOTHING
 """
 
 _LIST = """
-SELECT kind, xid, table_name, changes, complete, at, detail
+SELECT kind, xid, table_name, changes, complete, at, detail, id, adopted_tx
 FROM rewind.gap
 WHERE (%(since)s::timestamptz IS NULL OR at >= %(since)s) AND (%(until)s::timestamptz IS NULL OR at <= %(until)s)
 ORDER BY at DESC, id DESC
@@ -60,18 +60,23 @@ class GapRecord:
     complete: bool
     at: datetime
     detail: dict[str, Any] | None
+    id: int | None = None  # in rewind.gap (`rewind adopt`); None when read from the mirror
+    adopted_as: int | None = None  # the action its images were journaled as
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "xid": self.xid, "table": self.table, "changes": self.changes,
-                "complete": self.complete, "at": self.at.isoformat(), "detail": self.detail}
+                "complete": self.complete, "at": self.at.isoformat(), "detail": self.detail, "id": self.id,
+                "adopted_as": self.adopted_as}
 
     def describe(self) -> str:
         if self.kind == "slot_reset":
             return f"slot reset at {self.at:%Y-%m-%d %H:%M:%S%z}: {(self.detail or {}).get('reason', '')}"
         identity = (self.detail or {}).get("identity", "")
         images = "complete images" if self.complete else f"incomplete images ({identity})"
-        return (f"bypass at {self.at:%Y-%m-%d %H:%M:%S%z}: {self.changes} change(s) to {self.table} in xid "
-                f"{self.xid} went around the triggers; {images}")
+        adopted = f"; adopted as action {self.adopted_as}" if self.adopted_as is not None else ""
+        ref = f"gap {self.id}: " if self.id is not None else ""
+        return (f"{ref}bypass at {self.at:%Y-%m-%d %H:%M:%S%z}: {self.changes} change(s) to {self.table} in xid "
+                f"{self.xid} went around the triggers; {images}{adopted}")
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ def list_gaps(conn: psycopg.Connection[Any], since: datetime | None = None,
     if not has_gap_table(conn):
         return []
     return [GapRecord(kind=r[0], xid=r[1], table=r[2], changes=r[3], complete=r[4], at=r[5],
-                      detail=r[6] if not isinstance(r[6], str) else json.loads(r[6]))
+                      detail=r[6] if not isinstance(r[6], str) else json.loads(r[6]), id=r[7], adopted_as=r[8])
             for r in conn.execute(_LIST, {"since": since, "until": until})]
 
 

@@ -147,6 +147,19 @@ def status(dsn: Dsn, slot: Annotated[str | None, typer.Option("--slot", help="Th
 
 
 @app.command()
+def adopt(gap: Annotated[int, typer.Argument(help="Gap id from `rewind status`.")], dsn: Dsn,
+          as_json: Json = False) -> None:
+    """Journal a complete bypass gap's rows as an action (actor rewind:bypass), so that
+    `rewind preview/undo --action` can undo the writes that went around the triggers."""
+    result = journal.adopt_gap(dsn, gap)
+    if as_json:
+        output.emit_json(result.as_json())
+    else:
+        output.out.print(f"gap {result.gap}: {result.changes} change(s) journaled as action {result.action}; "
+                         f"preview the undo with: rewind preview --action {result.action}")
+
+
+@app.command()
 def actions(dsn: OptionalDsn = None, actor: Actors = None, role: Roles = None, run: Runs = None,
             action: ActionIds = None, since: Since = None, until: Until = None, table: Tables = None,
             limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 1000,

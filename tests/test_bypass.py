@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import connect_as, rewind, rewind_json
+from helpers import connect_as, rewind, rewind_json, table_state
 from stream_helpers import db_scalar, mirror_rows, streaming, wait_for
 
 import journal
@@ -118,7 +118,8 @@ def test_a_truncate_around_the_triggers_is_an_incomplete_gap(db: str, sqlite_url
         gaps = wait_for(lambda: db_gaps(db), what="the gap in rewind.gap")
     kind, _, table, changes, complete, detail, images = gaps[0]
     assert (kind, table, changes, complete) == ("bypass", "public.plain", 1, False)
-    assert images == [{"op": "T", "before": None, "after": None}] and "TRUNCATE" in detail["note"]
+    assert [{k: i[k] for k in ("op", "before", "after")} for i in images] == [
+        {"op": "T", "before": None, "after": None}] and "TRUNCATE" in detail["note"]
 
 
 def test_journaled_writes_make_no_gap(db: str, sqlite_url: str) -> None:
@@ -186,6 +187,38 @@ def test_bypass_detection_can_be_turned_off(db: str, sqlite_url: str) -> None:
             c.execute("DELETE FROM plain WHERE id = 1")
         settle(streamer, db)
     assert mirror_gaps(sqlite_url) == [] and db_gaps(db) == []
+
+
+def test_a_complete_gap_adopted_into_the_journal_can_be_undone(db: str, conn: psycopg.Connection[Any],
+                                                               sqlite_url: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    before = table_state(conn, "public.items")
+    with streaming(db, sqlite_url) as streamer:
+        with connect_as(db, "sneaky") as c, c.transaction():
+            c.execute("SET LOCAL session_replication_role = replica")
+            c.execute("UPDATE items SET name = 'gone wrong' WHERE id <= 3")  # id 1 keeps its TOASTed big
+            c.execute("DELETE FROM items WHERE id = 10")
+            c.execute("INSERT INTO items VALUES (40, 'forty', NULL)")
+        with connect_as(db, "sneaky") as c, c.transaction():
+            c.execute("SET LOCAL session_replication_role = replica")
+            c.execute("DELETE FROM plain WHERE id = 1")
+        wait_for(lambda: len(db_gaps(db)) == 2, what="both gaps in rewind.gap")
+        gaps = {g["table"]: g for g in rewind_json(capsys, "status", "--dsn", db)[1]["gaps"]}
+        full, key_only = gaps["public.items"], gaps["public.plain"]
+        code, adopted = rewind_json(capsys, "adopt", str(full["id"]), "--dsn", db)
+        assert code == 0 and adopted["changes"] == 5
+        code, result = rewind_json(capsys, "undo", "--dsn", db, "--action", str(adopted["action"]), "--yes")
+        assert code == 0 and result["rows"] == 5
+        assert table_state(conn, "public.items") == before
+        settle(streamer, db)
+    assert len(db_gaps(db)) == 2  # adopting and undoing went through the triggers' journal
+    code, _, err = rewind(capsys, "adopt", str(full["id"]), "--dsn", db)
+    assert code == 1 and "adopted already" in err
+    code, _, err = rewind(capsys, "adopt", str(key_only["id"]), "--dsn", db)
+    assert code == 1 and "not a complete bypass" in err
+    assert rewind(capsys, "adopt", "999999", "--dsn", db)[0] == 2
+    status = rewind_json(capsys, "status", "--dsn", db)[1]
+    assert [g["adopted_as"] for g in status["gaps"] if g["table"] == "public.items"] == [adopted["action"]]
 
 
 def test_status_reports_slot_gaps_and_check(db: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS rewind.gap (
     start_time  timestamptz,
     end_time    timestamptz,
     detail      jsonb,
-    images      jsonb,                -- [{op, before, after, unchanged}] as WAL carried them
+    images      jsonb,                -- [{op, lsn, before, after, unchanged}] as WAL carried them
+    adopted_tx  bigint,               -- the rewind.tx its complete images were journaled as (rewind adopt)
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS gap_identity ON rewind.gap (kind, end_lsn, coalesce(table_name, ''));
