@@ -14,6 +14,8 @@ from helpers import connect_as, rewind, rewind_json, table_state
 from stream_helpers import db_scalar, mirror_rows, streaming, wait_for
 
 import journal
+from journal.gaps import record_gaps
+from journal.mirror import Gap
 from journal.stream import Streamer
 
 SCHEMA = """
@@ -120,6 +122,17 @@ def test_a_truncate_around_the_triggers_is_an_incomplete_gap(db: str, sqlite_url
     assert (kind, table, changes, complete) == ("bypass", "public.plain", 1, False)
     assert [{k: i[k] for k in ("op", "before", "after")} for i in images] == [
         {"op": "T", "before": None, "after": None}] and "TRUNCATE" in detail["note"]
+
+
+def test_a_replayed_gap_is_recorded_once(db: str, conn: psycopg.Connection[Any]) -> None:
+    """After a crash between the mirror commit and rewind.gap, the replay writes the same gaps again."""
+    bypass = Gap(kind="bypass", complete=False, at="2026-11-24T10:00:00.000000+00:00", xid="42",
+                 table_name="public.plain", changes=1, start_lsn=100, end_lsn=200, images=[])
+    reset = Gap(kind="slot_reset", complete=False, at="2026-11-24T10:00:01.000000+00:00", start_lsn=100,
+                end_lsn=200, detail={"reason": "test"})
+    for _ in range(2):
+        record_gaps(conn, [bypass, reset])
+    assert [g[:4] for g in db_gaps(db)] == [("bypass", "42", "public.plain", 1), ("slot_reset", None, None, None)]
 
 
 def test_journaled_writes_make_no_gap(db: str, sqlite_url: str) -> None:
