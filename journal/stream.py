@@ -12,6 +12,11 @@ What it guarantees, and how:
 - An idle database does not pin WAL: with nothing pending, the stream confirms the server's WAL
   end every heartbeat, and when even that does not move, emits a non-transactional
   'rewind.heartbeat' message to have something to confirm.
+- A write to a tracked table that went around the triggers (disabled triggers,
+  session_replication_role = replica) is recorded as a bypass gap with the row images WAL carries
+  (journal/bypass.py): the stream also reads the tracked tables' own changes (rewind_tables).
+  Gaps go to the mirror with their batch and then to rewind.gap in the database (idempotent), so
+  `rewind status` shows them either way.
 - A stream too far behind (max_lag_bytes) drops and recreates its slot and writes a slot_reset gap
   naming the LSN range and time span it lost, instead of letting WAL fill the disk.
 - A restart of PostgreSQL, a dropped connection or a failing mirror ends the session; the next one
@@ -38,8 +43,10 @@ import psycopg2
 from psycopg import sql
 from sqlalchemy.exc import SQLAlchemyError
 
+from journal.bypass import DecodedRow, find_bypasses
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
+from journal.gaps import has_gap_table, record_gaps
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
 from journal.pgoutput import (
     Begin,
@@ -47,6 +54,7 @@ from journal.pgoutput import (
     Decoder,
     Message,
     Relation,
+    Truncate,
     TupleData,
     Update,
     format_lsn,
@@ -54,7 +62,9 @@ from journal.pgoutput import (
     tuple_data,
 )
 from journal.replication import (
+    JOURNAL_PUBLICATIONS,
     SESSION_SETTINGS,
+    TABLES_PUBLICATION,
     Stream,
     check_slot_name,
     check_slot_owner,
@@ -152,10 +162,12 @@ def parse_text_array(text: str) -> list[str]:
 class _Tx:
     """One transaction as it arrives, handed to the batch whole at its Commit."""
 
-    __slots__ = ("changes", "commit_time", "ddls", "lsn", "lsn_text", "seq", "skip", "stamps", "tracked", "txs")
+    __slots__ = ("changes", "commit_time", "ddls", "lsn", "lsn_text", "rows", "seq", "skip", "stamps", "tracked",
+                 "txs", "xid")
 
     def __init__(self, begin: Begin, skip: bool) -> None:
         self.lsn = begin.final_lsn
+        self.xid = begin.xid
         self.lsn_text = format_lsn(begin.final_lsn)
         self.commit_time = begin.commit_time.isoformat(timespec="microseconds")
         self.skip = skip
@@ -165,13 +177,15 @@ class _Tx:
         self.ddls: list[tuple[Any, ...]] = []
         self.tracked: dict[int, tuple[Any, ...]] = {}
         self.stamps: list[int] = []
+        self.rows: list[DecodedRow] = []  # the tracked tables' own changes, for bypass detection
 
 
 class Streamer:
     """Streams one database's journal into the mirror until stop is set. Run it in a thread."""
 
     def __init__(self, dsn: str, journal_url: str, *, slot: str | None = None, max_lag_bytes: int | None = None,
-                 heartbeat_seconds: float = 10.0, batch_changes: int = 5000, batch_seconds: float = 0.2) -> None:
+                 heartbeat_seconds: float = 10.0, batch_changes: int = 5000, batch_seconds: float = 0.2,
+                 detect_bypass: bool = True) -> None:
         self.dsn = dsn
         self.journal_url = journal_url
         self._slot = check_slot_name(slot) if slot else None
@@ -179,11 +193,14 @@ class Streamer:
         self.heartbeat_seconds = heartbeat_seconds
         self.batch_changes = batch_changes
         self.batch_seconds = batch_seconds
+        # Bypass detection reads the tracked tables' rows too: about twice what the walsender sends.
+        self.publications = (*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION) if detect_bypass else JOURNAL_PUBLICATIONS
         self.database = ""
         self.mirror: MirrorStore | None = None
         self._lock = threading.Lock()
         self._stats = StreamStats()
         self._names: dict[str, str] = {}  # tracked id (as the stream's text) -> schema.table
+        self._relids: dict[int, str] = {}  # oid of a table tracked now -> its tracked id (text)
         self._mirrored = 0  # the mirror's checkpoint: commits below it are already there
         self._confirmed = 0  # the last position told to the slot
 
@@ -209,7 +226,7 @@ class Streamer:
             require_installed(db)
             got = db.execute("SELECT count(*) FROM pg_publication WHERE pubname IN "
                              "('rewind_journal', 'rewind_tracked')").fetchone()
-            if not got or got[0] != 2:
+            if not got or got[0] != 2 or not has_gap_table(db):
                 raise BadInput("the rewind schema predates the decoding stream: run `rewind init` to upgrade it")
             self.database = db.info.dbname
         if self.mirror is None:
@@ -246,7 +263,7 @@ class Streamer:
             assert info is not None
             checkpoint = self.mirror.checkpoint(self.database)
             if created and checkpoint is not None and info.confirmed_lsn and checkpoint < info.confirmed_lsn:
-                self._write_gap(info.confirmed_lsn, checkpoint, "the slot was missing and has been recreated")
+                self._write_gap(db, info.confirmed_lsn, checkpoint, "the slot was missing and has been recreated")
             elif self.max_lag_bytes is not None and info.lag_bytes > self.max_lag_bytes:
                 self._reset_slot(db, info)
             info = slot_info(db, self.slot)
@@ -258,6 +275,7 @@ class Streamer:
             # again (and are skipped below) so that their commit stamps, which follow the mirror
             # commit, are not lost when a crash falls between the two.
             stream = open_stream(self.dsn, self.slot, start_lsn=self._confirmed,
+                                 publications=self.publications,
                                  status_interval=max(1.0, self.heartbeat_seconds))
             try:
                 self._consume(stream, db, stop)
@@ -311,7 +329,8 @@ class Streamer:
         tracked before the slot existed. Later inserts and updates arrive through the stream."""
         assert self.mirror is not None
         batch = Batch(lsn=lsn)
-        for row in db.execute(_TRACKED):
+        for row in db.execute(_TRACKED + " ORDER BY id"):
+            self._track_relid(row)
             values = list(row)
             values[4] = json.dumps(values[4])
             for i in (6, 7, 8):
@@ -332,13 +351,15 @@ class Streamer:
 
     # -------------------------------------------------------------------------------- slot lag
 
-    def _write_gap(self, end_lsn: int, start_lsn: int | None, reason: str, lag: int | None = None) -> None:
+    def _write_gap(self, db: psycopg.Connection[Any], end_lsn: int, start_lsn: int | None, reason: str,
+                   lag: int | None = None) -> None:
         assert self.mirror is not None
         now = now_text()
         gap = Gap(kind="slot_reset", complete=False, at=now, start_lsn=start_lsn, end_lsn=end_lsn,
                   start_time=self.mirror.last_commit_time(), end_time=now,
                   detail={"reason": reason, "lag_bytes": lag, "max_lag_bytes": self.max_lag_bytes})
         self._write(Batch(gaps=[gap], lsn=end_lsn))
+        record_gaps(db, [gap])
         with self._lock:
             self._stats = replace(self._stats, gaps_total=self._stats.gaps_total + 1)
         log.error("journal gap: %s; nothing between %s and %s is in the mirror", reason,
@@ -351,7 +372,7 @@ class Streamer:
         new_lsn = create_slot(db, self.slot)
         # from what the mirror holds (the writer may have committed past the slot's position)
         start = max(info.confirmed_lsn or 0, self._mirrored)
-        self._write_gap(new_lsn, start, f"slot lag {info.lag_bytes} bytes exceeded max_lag_bytes", info.lag_bytes)
+        self._write_gap(db, new_lsn, start, f"slot lag {info.lag_bytes} bytes exceeded max_lag_bytes", info.lag_bytes)
 
     def _wait_inactive(self, db: psycopg.Connection[Any]) -> None:
         """The walsender of a session just closed may hold the slot a moment longer."""
@@ -395,9 +416,11 @@ class Streamer:
         what the writer has committed. Only this thread touches the replication connection."""
         decoder = Decoder()
         handlers: dict[int, Any] = {}  # relation oid -> row handler, for the journal's tables
+        watched: dict[int, Relation] = {}  # relation oid -> Relation, for the tracked tables
         mirrored = self._mirrored  # what the mirror held when the session began: replays end there
         batch = Batch(lsn=mirrored)
         stamps: list[tuple[int, str, str]] = []
+        gaps: list[Gap] = []  # for rewind.gap, replays included (like the stamps)
         pending_since = 0.0
         submitted = self._confirmed
         tx: _Tx | None = None
@@ -417,7 +440,7 @@ class Streamer:
                     self._confirm(stream, writer.written)
                 if stop.is_set():
                     if pending_since:
-                        writer.submit(batch, stamps)
+                        writer.submit(batch, stamps, gaps)
                     writer.close()
                     if writer.written > self._confirmed:
                         self._confirm(stream, writer.written)
@@ -425,9 +448,9 @@ class Streamer:
                         self._confirm(stream, stream.wal_end)
                     return
                 if pending_since and now - pending_since >= batch_seconds:
-                    writer.submit(batch, stamps)
+                    writer.submit(batch, stamps, gaps)
                     submitted = batch.lsn
-                    batch, stamps, pending_since = Batch(lsn=batch.lsn), [], 0.0
+                    batch, stamps, gaps, pending_since = Batch(lsn=batch.lsn), [], [], 0.0
                 if now - last_beat >= self.heartbeat_seconds:
                     idle = tx is None and not pending_since and writer.written >= submitted
                     wal_end_seen = self._heartbeat(stream, db, idle, wal_end_seen)
@@ -438,12 +461,15 @@ class Streamer:
 
             payload: bytes = msg.payload
             kind = payload[0]
-            if kind == 73 or kind == 85:  # Insert, Update
+            if kind == 73 or kind == 85 or kind == 68:  # Insert, Update, Delete
                 assert tx is not None
                 tx.seq += 1
-                handler = handlers.get(_OID.unpack_from(payload, 1)[0])
+                oid = _OID.unpack_from(payload, 1)[0]
+                handler = handlers.get(oid)
                 if handler is None:
-                    pass
+                    table = watched.get(oid)
+                    if table is not None:  # a tracked table's own row: kept raw until its Commit
+                        tx.rows.append((table, msg.data_start, payload))
                 elif kind == 73:  # the hot path: a row of a journal table, its Relation known
                     handler(tx, tuple_data(payload, 6)[0])
                 else:
@@ -457,20 +483,23 @@ class Streamer:
             elif kind == 67:  # Commit
                 commit = decoder.decode(payload)
                 assert isinstance(commit, Commit) and tx is not None
+                bypasses = self._bypasses(tx) if tx.rows else []
                 if not tx.skip:
                     batch.txs += tx.txs
                     batch.changes += tx.changes
                     batch.ddls += tx.ddls
                     batch.tracked.update(tx.tracked)
+                    batch.gaps += bypasses
                 stamps += [(i, tx.lsn_text, tx.commit_time) for i in tx.stamps]
+                gaps += bypasses
                 batch.lsn = max(batch.lsn, commit.end_lsn)
                 if not pending_since:
                     pending_since = time.monotonic()
                 tx = None
                 if len(batch.changes) >= batch_changes:
-                    writer.submit(batch, stamps)
+                    writer.submit(batch, stamps, gaps)
                     submitted = batch.lsn
-                    batch, stamps, pending_since = Batch(lsn=batch.lsn), [], 0.0
+                    batch, stamps, gaps, pending_since = Batch(lsn=batch.lsn), [], [], 0.0
                 if writer.written > self._confirmed:
                     self._confirm(stream, writer.written)
             elif kind == 82:  # Relation
@@ -481,6 +510,8 @@ class Streamer:
                     handlers[rel.oid] = handler
                 else:
                     handlers.pop(rel.oid, None)
+                if rel.namespace != "rewind":  # only rewind_tables publishes tables outside it
+                    watched[rel.oid] = rel
             elif kind == 77:  # Message
                 m = decoder.decode(payload)
                 assert isinstance(m, Message)
@@ -488,18 +519,25 @@ class Streamer:
                     tx.seq += 1
                 elif m.prefix == HEARTBEAT_PREFIX and not pending_since and writer.written >= submitted:
                     self._confirm(stream, max(msg.data_start, stream.wal_end))
-            else:  # Delete, Truncate, Type, Origin: nothing of the journal's
-                if tx is not None and kind in (68, 84):
+            else:  # Truncate, Type, Origin: nothing of the journal's
+                m = decoder.decode(payload)
+                if tx is not None and kind == 84:
                     tx.seq += 1
-                decoder.decode(payload)
+                    assert isinstance(m, Truncate)
+                    tx.rows += [(r, msg.data_start, payload) for r in m.relations if r.oid in watched]
 
-    def _store(self, db: psycopg.Connection[Any], batch: Batch, stamps: list[tuple[int, str, str]]) -> None:
-        """Mirror commit, then the commit stamps in the database (in the writer's thread)."""
+    def _store(self, db: psycopg.Connection[Any], batch: Batch, stamps: list[tuple[int, str, str]],
+               gaps: list[Gap]) -> None:
+        """Mirror commit, then the commit stamps and gaps in the database (in the writer's thread)."""
         if batch or batch.lsn > self._mirrored:
             self._write(batch)
+        if batch.gaps:
+            with self._lock:
+                self._stats = replace(self._stats, gaps_total=self._stats.gaps_total + len(batch.gaps))
         if stamps:
             ids, lsns, ats = zip(*stamps, strict=True)
             db.execute(_STAMP_COMMITS, (list(ids), list(lsns), list(ats)))
+        record_gaps(db, gaps)
         if batch.txs or batch.changes:
             last = datetime.fromisoformat(batch.txs[-1][10]) if batch.txs else self._stats.last_commit_time
             with self._lock:
@@ -508,6 +546,30 @@ class Streamer:
                     s, changes_total=s.changes_total + len(batch.changes),
                     transactions_total=s.transactions_total + len(batch.txs), last_commit_time=last,
                     lag_seconds=(datetime.now(UTC) - last).total_seconds() if last else s.lag_seconds)
+
+    def _bypasses(self, tx: _Tx) -> list[Gap]:
+        """Bypass gaps of a transaction that wrote to tracked tables (see journal/bypass.py)."""
+        gaps = find_bypasses(tx.rows, tx.changes, table_id=self._table_id, table_name=_qualified,
+                             xid=tx.xid, commit_lsn=tx.lsn, commit_time=tx.commit_time)
+        for g in gaps:
+            log.error("capture bypass: %s change(s) to %s in xid %s went around the triggers (%s images)",
+                      g.changes, g.table_name, g.xid, "complete" if g.complete else "incomplete")
+        return gaps
+
+    def _table_id(self, rel: Relation) -> str:
+        """The tracked id the journal names a table by; its name for a table not known as tracked
+        (the journal then has no rows of it, and all its rows are bypasses)."""
+        return self._relids.get(rel.oid) or _qualified(rel)
+
+    def _track_relid(self, row: tuple[Any, ...]) -> None:
+        """Keep oid -> tracked id for the tables tracked now (a rewind.tracked row, TRACKED_COLUMNS)."""
+        ident, relid, untracked, dropped = str(row[0]), row[1], row[7], row[8]
+        if relid is None:
+            return
+        if untracked is None and dropped is None:
+            self._relids[int(relid)] = ident
+        elif self._relids.get(int(relid)) == ident:
+            del self._relids[int(relid)]
 
     # ------------------------------------------------------------------ rows of the journal
 
@@ -549,6 +611,7 @@ class Streamer:
             get = itemgetter(*(col[c] for c in TRACKED_COLUMNS))
 
             def on_tracked(tx: _Tx, new: TupleData) -> None:
+                self._track_relid(get(new))
                 row = list(get(new))
                 row[4] = json.dumps(parse_text_array(row[4]))
                 for i in (6, 7, 8):
@@ -572,6 +635,10 @@ class Streamer:
         return name
 
 
+def _qualified(rel: Relation) -> str:
+    return f"{rel.namespace}.{rel.name}"
+
+
 def create_stream_slot(dsn: str, slot: str | None = None) -> str:
     """`rewind init --slot`: create the stream's slot ahead of the first `rewind stream`, so WAL
     is retained for it from now on. Returns the slot's name; an existing one is kept."""
@@ -591,7 +658,7 @@ class _Writer:
     def __init__(self, streamer: Streamer, db: psycopg.Connection[Any], start: int) -> None:
         self.written = start
         self.error: BaseException | None = None
-        self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]]] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]], list[Gap]] | None] = queue.Queue(maxsize=2)
         self._streamer, self._db = streamer, db
         self._thread = threading.Thread(target=self._run, name="rewind-mirror-writer", daemon=True)
         self._thread.start()
@@ -610,11 +677,11 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
-    def submit(self, batch: Batch, stamps: list[tuple[int, str, str]]) -> None:
+    def submit(self, batch: Batch, stamps: list[tuple[int, str, str]], gaps: list[Gap]) -> None:
         while True:
             self.check()
             try:
-                self._queue.put((batch, stamps), timeout=0.1)
+                self._queue.put((batch, stamps, gaps), timeout=0.1)
                 return
             except queue.Full:
                 continue

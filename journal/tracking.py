@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from journal.connection import connect
 from journal.errors import BadInput
+from journal.gaps import GapRecord, SlotStatus, list_gaps, slot_status
 from journal.schema import current_revision, require_installed
 
 _USER_TABLES = """
@@ -150,14 +152,19 @@ class Status:
     untracked: list[str]  # user tables that no trigger journals
     changes: int
     actions: int
+    slot: SlotStatus | None = None  # the decoding stream's slot, None when there is none
+    gaps: list[GapRecord] = field(default_factory=list)  # what the journal misses, newest first
 
     def as_json(self) -> dict[str, Any]:
         return {"revision": self.revision, "tables": [t.as_json() for t in self.tables],
                 "schemas": self.schemas, "untracked": self.untracked,
-                "changes": self.changes, "actions": self.actions}
+                "changes": self.changes, "actions": self.actions,
+                "slot": self.slot.as_json() if self.slot else None, "gaps": [g.as_json() for g in self.gaps]}
 
 
-def status(dsn: str) -> Status:
+def status(dsn: str, *, slot: str | None = None, gaps_since: datetime | None = None) -> Status:
+    """What is tracked, the stream's slot (default name rewind_<database>) and the capture gaps
+    recorded since gaps_since (all when None)."""
     with connect(dsn) as conn:
         require_installed(conn)
         tables = _tracked(conn)
@@ -168,7 +175,8 @@ def status(dsn: str) -> Status:
         changes, actions = conn.execute(
             "SELECT (SELECT count(*) FROM rewind.change), (SELECT count(*) FROM rewind.tx)").fetchone()  # type: ignore[misc]
         return Status(revision=current_revision(conn), tables=tables, schemas=schemas,
-                      untracked=untracked, changes=changes, actions=actions)
+                      untracked=untracked, changes=changes, actions=actions, slot=slot_status(conn, slot),
+                      gaps=list_gaps(conn, gaps_since))
 
 
 def tracked_ids(conn: psycopg.Connection, names: list[str]) -> list[int]:

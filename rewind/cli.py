@@ -14,7 +14,8 @@ import typer
 
 import journal
 import restore
-from journal import BadInput, RewindError, Selection, mirror, parse_time
+from journal import BadInput, RewindError, Selection, capture_check, mirror, parse_time
+from journal.replication import check_slot_name
 from rewind import config, logs, output
 from rewind.backup_cli import backup_app
 
@@ -126,10 +127,36 @@ def untrack(dsn: Dsn, tables: Annotated[list[str] | None, typer.Argument(help="s
 
 
 @app.command()
-def status(dsn: Dsn, as_json: Json = False) -> None:
-    """What is tracked, what is not, and how much is journaled."""
-    s = journal.status(dsn)
+def status(dsn: Dsn, slot: Annotated[str | None, typer.Option("--slot", help="The stream's replication slot "
+                                                               "(default rewind_<database>).")] = None,
+           check: Annotated[bool, typer.Option("--check", help="Exit 1 when there are capture gaps, or lag "
+                                               "beyond --max-lag-bytes/--max-lag-seconds.")] = False,
+           since: Annotated[str | None, typer.Option("--since", help="Only gaps since then (ISO-8601 or "
+                                                     "relative: 15m, 2h, 3d).")] = None,
+           max_lag_bytes: Annotated[int | None, typer.Option("--max-lag-bytes", min=0)] = None,
+           max_lag_seconds: Annotated[float | None, typer.Option("--max-lag-seconds", min=0)] = None,
+           as_json: Json = False) -> None:
+    """What is tracked, what is not, how much is journaled, the stream's slot and lag, and every
+    capture gap (writes that went around the triggers, slot resets)."""
+    s = journal.status(dsn, slot=check_slot_name(slot) if slot else None, gaps_since=_time(since))
     output.emit_json(s.as_json()) if as_json else output.status(s)
+    if check:
+        failures = capture_check(s.gaps, s.slot, max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds)
+        if failures:
+            raise journal.Refused("check failed: " + "; ".join(failures))
+
+
+@app.command()
+def adopt(gap: Annotated[int, typer.Argument(help="Gap id from `rewind status`.")], dsn: Dsn,
+          as_json: Json = False) -> None:
+    """Journal a complete bypass gap's rows as an action (actor rewind:bypass), so that
+    `rewind preview/undo --action` can undo the writes that went around the triggers."""
+    result = journal.adopt_gap(dsn, gap)
+    if as_json:
+        output.emit_json(result.as_json())
+    else:
+        output.out.print(f"gap {result.gap}: {result.changes} change(s) journaled as action {result.action}; "
+                         f"preview the undo with: rewind preview --action {result.action}")
 
 
 @app.command()
@@ -142,6 +169,9 @@ def actions(dsn: OptionalDsn = None, actor: Actors = None, role: Roles = None, r
     items = (mirror.list_actions(journal_url, sel, limit=limit) if journal_url is not None
              else journal.list_actions(_need(dsn), sel, limit=limit))
     output.emit_json([a.as_json() for a in items]) if as_json else output.actions(items)
+    gaps = (mirror.list_gaps(journal_url, sel.since, sel.until) if journal_url is not None
+            else journal.gaps_between(_need(dsn), sel.since, sel.until))
+    output.gap_warning(gaps)
 
 
 @app.command()
@@ -266,12 +296,16 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
                "instead of letting WAL fill the disk.")] = None,
            heartbeat_seconds: Annotated[float, typer.Option(
                "--heartbeat-seconds", help="How often to measure lag and, when idle, let the slot release "
-               "WAL.")] = 10.0) -> None:
+               "WAL.")] = 10.0,
+           detect_bypass: Annotated[bool, typer.Option(
+               "--bypass-detection/--no-bypass-detection", help="Also read the tracked tables' own changes "
+               "and record writes that went around the triggers as gaps (about twice the decoded volume).")] = True,
+           ) -> None:
     """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C
     (`rewind serve` does the same, with the HTTP API and the backup schedules)."""
     url = journal_url or mirror.default_journal_url(dsn)
     streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
-                                heartbeat_seconds=heartbeat_seconds)
+                                heartbeat_seconds=heartbeat_seconds, detect_bypass=detect_bypass)
     streamer.prepare()
     from rewind import service  # uvicorn and FastAPI: only the long-running commands need them
 

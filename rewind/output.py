@@ -7,9 +7,10 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
-from journal import Action, Change, Status
+from journal import Action, Change, GapRecord, Status
 from restore import Plan, UndoResult
 
 out = Console()
@@ -108,3 +109,25 @@ def status(s: Status) -> None:
         out.print("auto-tracking new tables in schemas: " + ", ".join(s.schemas))
     if s.untracked:
         out.print("[bold yellow]not tracked[/]: " + ", ".join(s.untracked))
+    if s.slot is None:
+        out.print("decoding stream: no replication slot (bypass detection and the mirror are off)")
+    else:
+        out.print(f"decoding stream: slot {s.slot.name} ({'active' if s.slot.active else 'inactive'}), lag "
+                  f"{s.slot.lag_bytes} bytes, {s.slot.lag_seconds:.1f} s")
+    if s.gaps:
+        out.print(Panel("\n".join(g.describe() for g in s.gaps), style="bold red",
+                        title=f"{len(s.gaps)} capture gap(s): the journal is missing writes", title_align="left"))
+
+
+def gap_warning(gaps: list[GapRecord]) -> None:
+    """On stderr, so that --json output stays clean: the listing above is not everything."""
+    if not gaps:
+        return
+    bypasses = [g for g in gaps if g.kind == "bypass"]
+    tables = sorted({g.table for g in bypasses if g.table})
+    parts = [f"{sum(g.changes or 0 for g in bypasses)} write(s) to {', '.join(tables)} went around the "
+             f"triggers in {len(bypasses)} transaction(s)"] if bypasses else []
+    if len(bypasses) < len(gaps):
+        parts.append(f"{len(gaps) - len(bypasses)} slot reset(s) lost a span of the stream")
+    err.print(f"rewind: warning: capture gaps in this window: {'; '.join(parts)} (see `rewind status`)",
+              style="bold red", markup=False, highlight=False, soft_wrap=True)

@@ -71,3 +71,9 @@ def pg_mirror_url(pg_cluster: Cluster) -> Iterator[str]:
     yield url
     if pg_cluster.running:
         pg_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mirror_url(request: pytest.FixtureRequest) -> str:
+    """Each kind of journal mirror in turn."""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_mirror_url"))

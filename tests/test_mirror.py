@@ -19,7 +19,7 @@ def test_migrations_build_the_tables_the_code_uses(backend: str, request: pytest
         store.upgrade()  # again: nothing to do
         with store.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": "rewind_mirror_version"})
-            assert context.get_current_revision() == "m0001"
+            assert context.get_current_revision() == "m0002"
             assert compare_metadata(context, tables.metadata) == []
             names = set(inspect(conn).get_table_names())
         assert {t.name for t in tables.metadata.sorted_tables} | {"rewind_mirror_version"} == names

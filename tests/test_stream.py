@@ -41,11 +41,6 @@ INSERT INTO "Sales Dept"."Customers" SELECT g, 'customer ' || g, g * 1.5 FROM ge
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def mirror_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_mirror_url"))
-
-
 @pytest.fixture
 def shop(dsn: str, conn: psycopg.Connection[Any]) -> str:
     conn.execute(SHOP)

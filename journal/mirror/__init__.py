@@ -8,15 +8,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from journal.mirror.reading import list_actions, row_history, show_action, tracked_ids, unknown_actions
+    from journal.mirror.reading import list_actions, list_gaps, row_history, show_action, tracked_ids, unknown_actions
     from journal.mirror.store import Batch, Gap, MirrorStore, default_journal_url, normalize_url
 
-_HOME = {"list_actions": "reading", "row_history": "reading", "show_action": "reading", "tracked_ids": "reading",
-         "unknown_actions": "reading", "Batch": "store", "Gap": "store", "MirrorStore": "store",
-         "default_journal_url": "store", "normalize_url": "store"}
+_HOME = {**dict.fromkeys(["list_actions", "list_gaps", "row_history", "show_action", "tracked_ids",
+                          "unknown_actions"], "reading"),
+         **dict.fromkeys(["Batch", "Gap", "MirrorStore", "default_journal_url", "normalize_url"], "store")}
 
-__all__ = ["Batch", "Gap", "MirrorStore", "default_journal_url", "list_actions", "normalize_url", "row_history",
-           "show_action", "tracked_ids", "unknown_actions"]
+__all__ = ["Batch", "Gap", "MirrorStore", "default_journal_url", "list_actions", "list_gaps", "normalize_url",
+           "row_history", "show_action", "tracked_ids", "unknown_actions"]
 
 
 def __getattr__(name: str) -> Any:

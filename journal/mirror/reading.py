@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, exists, func, or_, select, true
 
 from journal.errors import BadInput
+from journal.gaps import GapRecord
 from journal.mirror import tables
 from journal.mirror.store import MirrorStore
 from journal.reading import OPS, Action, Change, parse_key, row_key
 from journal.selection import Selection
 from journal.tracking import split_name
 
-__all__ = ["list_actions", "row_history", "show_action", "tracked_ids", "unknown_actions"]
+__all__ = ["list_actions", "list_gaps", "row_history", "show_action", "tracked_ids", "unknown_actions"]
 
 
 def _like_pattern(glob: str) -> str:
@@ -97,6 +98,20 @@ def list_actions(url: str, selection: Selection | None = None, *, limit: int = 1
     """Newest first, one entry per transaction, as journal.list_actions gives from the database."""
     with _reading(url) as conn:
         return _actions(conn, selection or Selection(), limit)
+
+
+def list_gaps(url: str, since: datetime | None = None, until: datetime | None = None) -> list[GapRecord]:
+    """The mirror's capture gaps, newest first, as journal.gaps.list_gaps gives from the database."""
+    g = tables.gap.c
+    query = select(g.kind, g.xid, g.table_name, g.changes, g.complete, g.at, g.detail)
+    if since:
+        query = query.where(g.at >= _time(since))
+    if until:
+        query = query.where(g.at <= _time(until))
+    with _reading(url) as conn:
+        return [GapRecord(kind=r.kind, xid=r.xid, table=r.table_name, changes=r.changes, complete=bool(r.complete),
+                          at=datetime.fromisoformat(r.at), detail=json.loads(r.detail) if r.detail else None)
+                for r in conn.execute(query.order_by(g.at.desc(), g.id.desc()))]
 
 
 def _key_columns(conn: Connection) -> dict[int, list[str]]:

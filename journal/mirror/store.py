@@ -60,12 +60,14 @@ class Gap:
     start_time: str | None = None
     end_time: str | None = None
     detail: dict[str, Any] | None = None
+    images: list[dict[str, Any]] | None = None  # a bypass's rows as WAL carried them
 
     def row(self) -> dict[str, Any]:
         return {"kind": self.kind, "complete": self.complete, "at": self.at, "xid": self.xid,
                 "table_name": self.table_name, "changes": self.changes, "start_lsn": self.start_lsn,
                 "end_lsn": self.end_lsn, "start_time": self.start_time, "end_time": self.end_time,
-                "detail": json.dumps(self.detail) if self.detail is not None else None}
+                "detail": json.dumps(self.detail) if self.detail is not None else None,
+                "images": json.dumps(self.images) if self.images is not None else None}
 
 
 @dataclass

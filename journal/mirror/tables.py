@@ -93,7 +93,8 @@ gap = Table(
     Column("end_lsn", BigInteger),
     Column("start_time", Text),
     Column("end_time", Text),
-    Column("detail", Text),  # JSON: row images of a bypass, the reason of a reset
+    Column("detail", Text),  # JSON: identity and operations of a bypass, the reason of a reset
+    Column("images", Text),  # JSON list of {op, lsn, before, after, unchanged} of a bypass, as WAL carried them
 )
 
 # Where the stream stands, written in the same mirror transaction as the data it covers.
