@@ -37,6 +37,8 @@ bench: venv
 	$(BIN)/python bench/bulk_overhead.py
 	$(BIN)/python bench/undo_throughput.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/slot_lag.py
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
