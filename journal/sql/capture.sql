@@ -1,8 +1,8 @@
 -- Capture functions. CREATE OR REPLACE so that a migration can re-apply this file.
 --
--- Why statement-level triggers with transition tables: a bulk statement then costs one
--- INSERT ... SELECT into the journal instead of one trigger call per row, and a one-row OLTP
--- statement costs about the same as a row trigger.
+-- Why statement-level triggers with transition tables for INSERT and DELETE: a bulk statement then
+-- costs one INSERT ... SELECT into the journal instead of one trigger call per row. UPDATE of a
+-- plain table is the exception (see capture_update_row).
 --
 -- Why no SET search_path on these SECURITY DEFINER functions: a function-level SET makes every
 -- call much dearer (it opens a GUC nesting level). Instead every relation is schema-qualified, and
@@ -45,22 +45,25 @@ LANGUAGE sql VOLATILE AS $$
     SELECT (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint
 $$;
 
--- The trigger functions inline the fast check of begin_tx: one plpgsql call less per statement.
+-- The transaction record's id for a capture trigger: begin_tx's fast check as a plain SQL function,
+-- which the planner inlines into the trigger's expression, so a statement after the first of its
+-- transaction makes no plpgsql call; the first one goes on to begin_tx, which writes the record.
+CREATE OR REPLACE FUNCTION rewind.journal_tx() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN pg_catalog.split_part(pg_catalog.current_setting('rewind.tx', true), ':', 1)
+                     OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()::text
+                THEN pg_catalog.split_part(pg_catalog.current_setting('rewind.tx', true), ':', 2)::bigint
+                ELSE rewind.begin_tx() END
+$$;
+
 -- Whole-row references are written alias.* and variables carry long names, because a user
 -- column named like an alias (n, o, t) would otherwise be taken instead.
 CREATE OR REPLACE FUNCTION rewind.capture_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
-    rewind_tx_id bigint;
+    rewind_tx_id bigint := rewind.journal_tx();
     rewind_pos bigint := rewind.journal_pos();
 BEGIN
-    IF rewind_tx_setting <> ''
-       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
-    ELSE
-        rewind_tx_id := rewind.begin_tx();
-    END IF;
     INSERT INTO rewind.change (tx, pos, tbl, op, after)
     SELECT rewind_tx_id, rewind_pos, TG_ARGV[0]::integer, 'I', pg_catalog.to_jsonb(n.*) FROM new_rows n;
     RETURN NULL;
@@ -69,16 +72,9 @@ END $$;
 CREATE OR REPLACE FUNCTION rewind.capture_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
-    rewind_tx_id bigint;
+    rewind_tx_id bigint := rewind.journal_tx();
     rewind_pos bigint := rewind.journal_pos();
 BEGIN
-    IF rewind_tx_setting <> ''
-       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
-    ELSE
-        rewind_tx_id := rewind.begin_tx();
-    END IF;
     INSERT INTO rewind.change (tx, pos, tbl, op, before)
     SELECT rewind_tx_id, rewind_pos, TG_ARGV[0]::integer, 'D', pg_catalog.to_jsonb(o.*) FROM old_rows o;
     RETURN NULL;
@@ -92,15 +88,8 @@ END $$;
 CREATE OR REPLACE FUNCTION rewind.capture_update_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
-    rewind_tx_id bigint;
+    rewind_tx_id bigint := rewind.journal_tx();
 BEGIN
-    IF rewind_tx_setting <> ''
-       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
-    ELSE
-        rewind_tx_id := rewind.begin_tx();
-    END IF;
     INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
     VALUES (rewind_tx_id, rewind.journal_pos(), TG_ARGV[0]::integer, 'U', pg_catalog.to_jsonb(OLD), pg_catalog.to_jsonb(NEW));
     RETURN NULL;
@@ -113,16 +102,9 @@ END $$;
 CREATE OR REPLACE FUNCTION rewind.capture_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    rewind_tx_setting text := pg_catalog.current_setting('rewind.tx', true);
-    rewind_tx_id bigint;
+    rewind_tx_id bigint := rewind.journal_tx();
     rewind_pos bigint := rewind.journal_pos();
 BEGIN
-    IF rewind_tx_setting <> ''
-       AND pg_catalog.split_part(rewind_tx_setting, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        rewind_tx_id := pg_catalog.split_part(rewind_tx_setting, ':', 2)::bigint;
-    ELSE
-        rewind_tx_id := rewind.begin_tx();
-    END IF;
     INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
     SELECT rewind_tx_id, rewind_pos, TG_ARGV[0]::integer, 'U', a.j, b.j
     FROM (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(o.*) AS j FROM old_rows o) a
