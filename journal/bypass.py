@@ -37,7 +37,7 @@ from typing import Any, Final, TypeAlias
 from journal.mirror.store import Gap
 from journal.pgoutput import UNCHANGED, Decoder, Delete, Insert, Relation, TupleData, Update
 
-__all__ = ["MAX_IMAGES", "DecodedRow", "find_bypasses"]
+__all__ = ["MAX_IMAGES", "DecodedRow", "bypass_gap", "find_bypasses", "row_image"]
 
 # (the table's Relation when the row arrived, the row's WAL position, the pgoutput payload)
 DecodedRow: TypeAlias = tuple[Relation, int, bytes]
@@ -74,7 +74,7 @@ def find_bypasses(rows: list[DecodedRow], journal: list[tuple[Any, ...]], *, tab
         decoded = [r for r in rows if r[0].oid == oid]
         missed = _unclaimed(decoded, [(int(c[_POS]), c[_OP]) for c in journal if c[_TBL] == tbl])
         if missed:
-            gaps.append(_gap(missed, table_name(missed[-1][0]), xid, commit_lsn, commit_time))
+            gaps.append(bypass_gap(missed, table_name(missed[-1][0]), xid, commit_lsn, commit_time))
     return gaps
 
 
@@ -105,9 +105,10 @@ def _unclaimed(decoded: list[DecodedRow], journal: list[tuple[int, str]]) -> lis
     return sorted(missed, key=lambda r: r[1])
 
 
-def _gap(rows: list[DecodedRow], table: str, xid: int, commit_lsn: int, commit_time: str) -> Gap:
+def bypass_gap(rows: list[DecodedRow], table: str, xid: int, commit_lsn: int, commit_time: str) -> Gap:
     full = all(r[0].replica_identity == "f" for r in rows)
-    images = [_image(r) for r in rows[:MAX_IMAGES]]
+    decoder = Decoder()
+    images = [row_image(r, decoder) for r in rows[:MAX_IMAGES]]
     ops = Counter(image["op"] for image in images)
     flags = [image.pop("complete") for image in images]
     complete = len(rows) <= MAX_IMAGES and all(flags)
@@ -120,12 +121,12 @@ def _gap(rows: list[DecodedRow], table: str, xid: int, commit_lsn: int, commit_t
                changes=len(rows), start_lsn=rows[0][1], end_lsn=commit_lsn, detail=detail, images=images)
 
 
-def _image(row: DecodedRow) -> dict[str, Any]:
-    """{op, before, after, unchanged, complete} of one decoded row; values in PostgreSQL's text."""
+def row_image(row: DecodedRow, decoder: Decoder) -> dict[str, Any]:
+    """{op, lsn, before, after, unchanged, complete} of one decoded row; values in PostgreSQL's text.
+    The decoder is told the row's Relation: a row is decoded with the columns it was sent with."""
     rel, _, payload = row
     if payload[0] == 84:
         return {"op": "T", "lsn": row[1], "before": None, "after": None, "complete": False}
-    decoder = Decoder()
     decoder.relations[rel.oid] = rel
     m = decoder.decode(payload)
     names = rel.column_names

@@ -133,18 +133,18 @@ def _replication_conninfo(dsn: str) -> str:
 
 
 @contextmanager
-def exported_snapshot_slot(dsn: str, slot: str) -> Iterator[tuple[int, str]]:
+def exported_snapshot_slot(dsn: str, slot: str, *, temporary: bool = False) -> Iterator[tuple[int, str]]:
     """Create the slot through the replication protocol, which exports the snapshot of its
     consistent point: (consistent point, snapshot name). Reading the database in that snapshot
     (SET TRANSACTION SNAPSHOT) sees exactly what committed before the slot's first change, so a
     copy made in it and the stream from the slot meet without gap or overlap. The snapshot lives
-    while this connection stays idle, i.e. inside the with block."""
+    while this connection stays idle, i.e. inside the with block; a temporary slot, only as long."""
     conn = psycopg2.connect(_replication_conninfo(dsn),
                             connection_factory=psycopg2.extras.LogicalReplicationConnection)
     try:
         cur = conn.cursor()
-        cur.execute(psycopg2.sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT").format(
-            psycopg2.sql.Identifier(check_slot_name(slot))))
+        cur.execute(psycopg2.sql.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput EXPORT_SNAPSHOT").format(
+            psycopg2.sql.Identifier(check_slot_name(slot)), psycopg2.sql.SQL("TEMPORARY" if temporary else "")))
         row = cur.fetchone()
         assert row is not None
         yield parse_lsn(row[1]), str(row[2])

@@ -47,6 +47,7 @@ from journal.bypass import DecodedRow, find_bypasses
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
 from journal.gaps import has_gap_table, record_gaps
+from journal.ingest import CONTEXT_PREFIX, StreamTx, ingest, prepare
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
 from journal.pgoutput import (
     Begin,
@@ -162,8 +163,8 @@ def parse_text_array(text: str) -> list[str]:
 class _Tx:
     """One transaction as it arrives, handed to the batch whole at its Commit."""
 
-    __slots__ = ("changes", "commit_time", "ddls", "lsn", "lsn_text", "rows", "seq", "skip", "stamps", "tracked",
-                 "txs", "xid")
+    __slots__ = ("changes", "commit_time", "context", "ddls", "lsn", "lsn_text", "rows", "seq", "skip", "stamps",
+                 "tracked", "txs", "xid")
 
     def __init__(self, begin: Begin, skip: bool) -> None:
         self.lsn = begin.final_lsn
@@ -178,6 +179,7 @@ class _Tx:
         self.tracked: dict[int, tuple[Any, ...]] = {}
         self.stamps: list[int] = []
         self.rows: list[DecodedRow] = []  # the tracked tables' own changes, for bypass detection
+        self.context: bytes | None = None  # stream mode's 'rewind.context' message
 
 
 class Streamer:
@@ -193,14 +195,17 @@ class Streamer:
         self.heartbeat_seconds = heartbeat_seconds
         self.batch_changes = batch_changes
         self.batch_seconds = batch_seconds
-        # Bypass detection reads the tracked tables' rows too: about twice what the walsender sends.
-        self.publications = (*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION) if detect_bypass else JOURNAL_PUBLICATIONS
+        # Bypass detection reads the tracked tables' own rows too: about twice what the walsender sends.
+        # Stream mode needs them whatever this says.
+        self.detect_bypass = detect_bypass
+        self.publications: tuple[str, ...] = JOURNAL_PUBLICATIONS
         self.database = ""
         self.mirror: MirrorStore | None = None
         self._lock = threading.Lock()
         self._stats = StreamStats()
         self._names: dict[str, str] = {}  # tracked id (as the stream's text) -> schema.table
         self._relids: dict[int, str] = {}  # oid of a table tracked now -> its tracked id (text)
+        self._streamed: set[int] = set()  # oids of the tables tracked now in stream mode
         self._mirrored = 0  # the mirror's checkpoint: commits below it are already there
         self._confirmed = 0  # the last position told to the slot
 
@@ -271,6 +276,8 @@ class Streamer:
             self._mirrored = max(self.mirror.checkpoint(self.database) or 0, 0)
             self._confirmed = info.confirmed_lsn
             self._snapshot_tracked(db, max(self._mirrored, info.confirmed_lsn))
+            self.publications = (*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION) \
+                if self.detect_bypass or self._streamed else JOURNAL_PUBLICATIONS
             # From the slot's position, not the mirror's: transactions the mirror already has come
             # again (and are skipped below) so that their commit stamps, which follow the mirror
             # commit, are not lost when a crash falls between the two.
@@ -279,6 +286,8 @@ class Streamer:
                                  status_interval=max(1.0, self.heartbeat_seconds))
             try:
                 self._consume(stream, db, stop)
+            except _Resubscribe:
+                log.info("a table entered stream mode: subscribing to its rows")
             except _SlotReset:
                 stream.close()
                 info = slot_info(db, self.slot)
@@ -288,18 +297,22 @@ class Streamer:
                 stream.close()
 
     def _first_start(self, db: psycopg.Connection[Any]) -> None:
-        """A new mirror starts with the journal as it stands: the slot is (re)created with an
-        exported snapshot, and everything the journal holds in that snapshot is copied, in one
-        mirror transaction with the checkpoint at the slot's consistent point. A crash before that
-        commit leaves the mirror without a checkpoint, and the next start does it all again (an
-        existing slot is dropped first: nothing of it was ever mirrored, and the copy covers it)."""
+        """A new mirror starts with the journal as it stands: everything the journal holds in the
+        snapshot a new slot exports is copied, in one mirror transaction with the checkpoint at
+        that slot's consistent point. A crash before that commit leaves the mirror without a
+        checkpoint, and the next start does it all again.
+
+        The new slot is the stream's own; but when one exists already (rewind init --slot, track
+        --mode stream, a first start that crashed) it is kept, and a temporary slot gives the
+        snapshot: the existing slot may hold stream-mode rows that only WAL has. Its transactions
+        before the checkpoint come again as replays, which the mirror skips and the stream-mode
+        journaling and commit stamps do not."""
         assert self.mirror is not None
         info = slot_info(db, self.slot)
         if info is not None:
             check_slot_owner(info, self.database)
-            self._wait_inactive(db)
-            drop_slot(db, self.slot)
-        with exported_snapshot_slot(self.dsn, self.slot) as (lsn, snapshot), \
+        name = f"{self.slot[:57]}_start" if info is not None else self.slot
+        with exported_snapshot_slot(self.dsn, name, temporary=info is not None) as (lsn, snapshot), \
                 connect(self.dsn, autocommit=False, application_name="rewind-stream") as snap:
             snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             snap.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
@@ -421,6 +434,8 @@ class Streamer:
         batch = Batch(lsn=mirrored)
         stamps: list[tuple[int, str, str]] = []
         gaps: list[Gap] = []  # for rewind.gap, replays included (like the stamps)
+        streams: list[StreamTx] = []  # stream-mode rows to journal, replays included
+        streamed = self._streamed
         pending_since = 0.0
         submitted = self._confirmed
         tx: _Tx | None = None
@@ -440,7 +455,7 @@ class Streamer:
                     self._confirm(stream, writer.written)
                 if stop.is_set():
                     if pending_since:
-                        writer.submit(batch, stamps, gaps)
+                        writer.submit(batch, stamps, gaps, streams)
                     writer.close()
                     if writer.written > self._confirmed:
                         self._confirm(stream, writer.written)
@@ -448,9 +463,9 @@ class Streamer:
                         self._confirm(stream, stream.wal_end)
                     return
                 if pending_since and now - pending_since >= batch_seconds:
-                    writer.submit(batch, stamps, gaps)
+                    writer.submit(batch, stamps, gaps, streams)
                     submitted = batch.lsn
-                    batch, stamps, gaps, pending_since = Batch(lsn=batch.lsn), [], [], 0.0
+                    batch, stamps, gaps, streams, pending_since = Batch(lsn=batch.lsn), [], [], [], 0.0
                 if now - last_beat >= self.heartbeat_seconds:
                     idle = tx is None and not pending_since and writer.written >= submitted
                     wal_end_seen = self._heartbeat(stream, db, idle, wal_end_seen)
@@ -483,6 +498,8 @@ class Streamer:
             elif kind == 67:  # Commit
                 commit = decoder.decode(payload)
                 assert isinstance(commit, Commit) and tx is not None
+                if tx.context is not None and streamed:
+                    self._take_streamed(tx, streams)
                 bypasses = self._bypasses(tx) if tx.rows else []
                 if not tx.skip:
                     batch.txs += tx.txs
@@ -497,11 +514,13 @@ class Streamer:
                     pending_since = time.monotonic()
                 tx = None
                 if len(batch.changes) >= batch_changes:
-                    writer.submit(batch, stamps, gaps)
+                    writer.submit(batch, stamps, gaps, streams)
                     submitted = batch.lsn
-                    batch, stamps, gaps, pending_since = Batch(lsn=batch.lsn), [], [], 0.0
+                    batch, stamps, gaps, streams, pending_since = Batch(lsn=batch.lsn), [], [], [], 0.0
                 if writer.written > self._confirmed:
                     self._confirm(stream, writer.written)
+                if streamed and TABLES_PUBLICATION not in self.publications:
+                    raise _Resubscribe()
             elif kind == 82:  # Relation
                 rel = decoder.decode(payload)
                 assert isinstance(rel, Relation)
@@ -517,6 +536,8 @@ class Streamer:
                 assert isinstance(m, Message)
                 if tx is not None:
                     tx.seq += 1
+                    if m.prefix == CONTEXT_PREFIX:
+                        tx.context = m.content
                 elif m.prefix == HEARTBEAT_PREFIX and not pending_since and writer.written >= submitted:
                     self._confirm(stream, max(msg.data_start, stream.wal_end))
             else:  # Truncate, Type, Origin: nothing of the journal's
@@ -527,10 +548,16 @@ class Streamer:
                     tx.rows += [(r, msg.data_start, payload) for r in m.relations if r.oid in watched]
 
     def _store(self, db: psycopg.Connection[Any], batch: Batch, stamps: list[tuple[int, str, str]],
-               gaps: list[Gap]) -> None:
-        """Mirror commit, then the commit stamps and gaps in the database (in the writer's thread)."""
+               gaps: list[Gap], streams: list[StreamTx]) -> None:
+        """Mirror commit, then in the database the stream-mode rows, the commit stamps and the gaps
+        (in the writer's thread)."""
+        ready, incomplete = prepare(streams, self._table_id, _qualified) if streams else ([], [])
+        replayed = {r.tx.commit_lsn for r in ready if r.tx.replay}
+        batch.gaps += [g for g in incomplete if g.end_lsn not in replayed]
+        gaps = gaps + incomplete
         if batch or batch.lsn > self._mirrored:
             self._write(batch)
+        ingest(db, ready)
         if batch.gaps:
             with self._lock:
                 self._stats = replace(self._stats, gaps_total=self._stats.gaps_total + len(batch.gaps))
@@ -547,6 +574,18 @@ class Streamer:
                     transactions_total=s.transactions_total + len(batch.txs), last_commit_time=last,
                     lag_seconds=(datetime.now(UTC) - last).total_seconds() if last else s.lag_seconds)
 
+    def _take_streamed(self, tx: _Tx, streams: list[StreamTx]) -> None:
+        """Move the rows of stream-mode tables out of a transaction that said who it is (the
+        context message) into what the writer journals. Without the message they stay, and are
+        bypasses. TRUNCATE stays with the journal, which keeps the rows."""
+        mine = [r for r in tx.rows if r[0].oid in self._streamed and r[2][0] != 84]
+        if not mine:
+            return
+        tx.rows = [r for r in tx.rows if not (r[0].oid in self._streamed and r[2][0] != 84)]
+        journal_tx = int(tx.txs[0][0]) if tx.txs else None
+        streams.append(StreamTx(xid=tx.xid, commit_lsn=tx.lsn, commit_time=tx.commit_time, context=tx.context,
+                                journal_tx=journal_tx, rows=mine, replay=tx.skip))
+
     def _bypasses(self, tx: _Tx) -> list[Gap]:
         """Bypass gaps of a transaction that wrote to tracked tables (see journal/bypass.py)."""
         gaps = find_bypasses(tx.rows, tx.changes, table_id=self._table_id, table_name=_qualified,
@@ -562,14 +601,20 @@ class Streamer:
         return self._relids.get(rel.oid) or _qualified(rel)
 
     def _track_relid(self, row: tuple[Any, ...]) -> None:
-        """Keep oid -> tracked id for the tables tracked now (a rewind.tracked row, TRACKED_COLUMNS)."""
-        ident, relid, untracked, dropped = str(row[0]), row[1], row[7], row[8]
+        """Keep oid -> tracked id for the tables tracked now (a rewind.tracked row, TRACKED_COLUMNS),
+        and which of them are in stream mode."""
+        ident, relid, mode, untracked, dropped = str(row[0]), row[1], row[5], row[7], row[8]
         if relid is None:
             return
         if untracked is None and dropped is None:
             self._relids[int(relid)] = ident
+            if mode == "stream":
+                self._streamed.add(int(relid))
+            else:
+                self._streamed.discard(int(relid))
         elif self._relids.get(int(relid)) == ident:
             del self._relids[int(relid)]
+            self._streamed.discard(int(relid))
 
     # ------------------------------------------------------------------ rows of the journal
 
@@ -591,12 +636,15 @@ class Streamer:
             return on_change
         if rel.name == "tx":
             get = itemgetter(*(col[c] for c in ("id", "xid", "actor", "role", "application", "client_addr",
-                                                "pid", "run", "started_at")))
+                                                "pid", "run", "started_at", "commit_lsn", "committed_at")))
 
             def on_tx(tx: _Tx, new: TupleData) -> None:
                 row = get(new)
-                tx.txs.append((*row[:8], iso_utc(row[8]), tx.lsn, tx.commit_time))
-                tx.stamps.append(int(row[0]))
+                if row[9] is None:
+                    tx.txs.append((*row[:8], iso_utc(row[8]), tx.lsn, tx.commit_time))
+                    tx.stamps.append(int(row[0]))
+                else:  # written with its commit already known (stream mode, an adopted gap)
+                    tx.txs.append((*row[:8], iso_utc(row[8]), parse_lsn(row[9]), iso_utc(row[10])))
             return on_tx
         if rel.name == "ddl":
             get = itemgetter(*(col[c] for c in ("id", "tx", "tbl", "command", "object_type", "object_identity",
@@ -658,7 +706,8 @@ class _Writer:
     def __init__(self, streamer: Streamer, db: psycopg.Connection[Any], start: int) -> None:
         self.written = start
         self.error: BaseException | None = None
-        self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]], list[Gap]] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[tuple[Batch, list[tuple[int, str, str]], list[Gap], list[StreamTx]] | None] = \
+            queue.Queue(maxsize=2)
         self._streamer, self._db = streamer, db
         self._thread = threading.Thread(target=self._run, name="rewind-mirror-writer", daemon=True)
         self._thread.start()
@@ -677,11 +726,12 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
-    def submit(self, batch: Batch, stamps: list[tuple[int, str, str]], gaps: list[Gap]) -> None:
+    def submit(self, batch: Batch, stamps: list[tuple[int, str, str]], gaps: list[Gap],
+               streams: list[StreamTx]) -> None:
         while True:
             self.check()
             try:
-                self._queue.put((batch, stamps, gaps), timeout=0.1)
+                self._queue.put((batch, stamps, gaps, streams), timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -697,6 +747,11 @@ class _Writer:
         self._thread.join()
         if self.error is not None:
             raise self.error
+
+
+class _Resubscribe(Exception):
+    """A table entered stream mode while the session did not read the tracked tables' rows: end
+    the session (nothing after the last confirmed position is lost) and start one that does."""
 
 
 class _SlotReset(Exception):

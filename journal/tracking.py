@@ -11,6 +11,7 @@ import psycopg
 from journal.connection import connect
 from journal.errors import BadInput
 from journal.gaps import GapRecord, SlotStatus, list_gaps, slot_status
+from journal.replication import check_slot_name, default_slot_name, ensure_slot
 from journal.schema import current_revision, require_installed
 
 _USER_TABLES = """
@@ -79,12 +80,31 @@ def resolve_table(conn: psycopg.Connection, name: str) -> int:
     return int(row[0])
 
 
+MODES = ("journal", "stream")
+
+# Why a table cannot be captured from WAL: generated columns are not in pgoutput's rows before
+# PostgreSQL 18, and rows written through an inheritance parent are decoded as its children's,
+# which are not tracked.
+_STREAM_BLOCKERS = """
+SELECT (SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''),
+       c.relkind <> 'p' AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)
+FROM pg_class c WHERE c.oid = %s
+"""
+
+
 def track(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | None = None,
-          all_schemas: bool = False) -> list[TrackedTable]:
+          all_schemas: bool = False, mode: str | None = None, slot: str | None = None) -> list[TrackedTable]:
     """Attach capture triggers. Schemas given with --schema/--all are remembered, so tables
-    created there later are tracked by the DDL event trigger."""
+    created there later are tracked by the DDL event trigger (in journal mode).
+
+    mode None keeps the mode of tables tracked already (journal for new ones); 'stream' or
+    'journal' switches. Stream mode needs the decoding stream: the slot (default rewind_<database>)
+    is created here if missing, so WAL is kept for `rewind serve` from this moment on."""
     if not tables and not schemas and not all_schemas:
         raise BadInput("nothing to track: name tables, or pass --schema or --all")
+    if mode is not None and mode not in MODES:
+        raise BadInput(f"unknown mode {mode!r}: use journal or stream")
     with connect(dsn) as conn:
         require_installed(conn)
         oids = [resolve_table(conn, t) for t in tables or []]
@@ -96,15 +116,41 @@ def track(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | Non
         for s in wanted_schemas:
             if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone() is None:
                 raise BadInput(f"unknown schema: {s}")
+            oids += [r[0] for r in conn.execute(_USER_TABLES, {"schema": s})]
+        oids = list(dict.fromkeys(oids))
+        if mode == "stream":
+            _check_streamable(conn, oids)
+            slot_name = check_slot_name(slot) if slot else default_slot_name(conn.info.dbname)
         with conn.transaction():
             for s in wanted_schemas:
                 conn.execute("INSERT INTO rewind.tracked_schema (schema_name) VALUES (%s) "
                              "ON CONFLICT DO NOTHING", (s,))
-                oids += [r[0] for r in conn.execute(_USER_TABLES, {"schema": s})]
-            for oid in dict.fromkeys(oids):
+            for oid in oids:
                 conn.execute("SELECT rewind.track(%s::oid::regclass)", (oid,))
+                if mode is not None:
+                    conn.execute("SELECT rewind.set_mode(%s::oid::regclass, %s)", (oid, mode))
             sync_publication(conn)
+        if mode == "stream":
+            ensure_slot(conn, slot_name)
         return _tracked(conn)
+
+
+def _check_streamable(conn: psycopg.Connection, oids: list[int]) -> None:
+    """BadInput, before anything changes, for what stream mode cannot capture."""
+    level = conn.execute("SHOW wal_level").fetchone()
+    if not level or level[0] != "logical":
+        raise BadInput(f"stream mode needs wal_level = logical (the server has {level[0] if level else '?'}); "
+                       "use --mode journal")
+    for oid in oids:
+        row = conn.execute(_STREAM_BLOCKERS, (oid,)).fetchone()
+        assert row is not None
+        name = conn.execute("SELECT %s::oid::regclass::text", (oid,)).fetchone()[0]  # type: ignore[index]
+        if row[0]:
+            raise BadInput(f"stream mode cannot capture {name}: WAL does not carry its generated columns "
+                           f"({row[0]}); use --mode journal")
+        if row[1]:
+            raise BadInput(f"stream mode cannot capture {name}: it has inheritance children, whose rows WAL "
+                           "names by the child; use --mode journal")
 
 
 def untrack(dsn: str, tables: list[str] | None = None, *, schemas: list[str] | None = None,

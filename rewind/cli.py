@@ -102,16 +102,23 @@ def track(dsn: Dsn, tables: Annotated[list[str] | None, typer.Argument(help="sch
           schema: Annotated[list[str] | None, typer.Option("--schema", help="Every table in a schema, "
                                                            "now and later.")] = None,
           all_: Annotated[bool, typer.Option("--all", help="Every user schema, now and later.")] = False,
-          mode: Annotated[str, typer.Option("--mode", help="journal (triggers).")] = "journal",
+          mode: Annotated[str | None, typer.Option("--mode", help="journal: triggers write the journal (the "
+                                                       "default for new tables); stream: `rewind serve` journals "
+                                                       "row images from WAL. Omitted: tables keep their mode.")] = None,
+          slot: Annotated[str | None, typer.Option("--slot", help="Stream mode: the replication slot to keep WAL "
+                                                   "in until `rewind serve` reads it (default "
+                                                   "rewind_<database>).")] = None,
           as_json: Json = False) -> None:
     """Journal writes to tables."""
-    if mode != "journal":
-        raise BadInput(f"unsupported mode {mode!r}: only 'journal' is available in this version")
-    result = journal.track(dsn, tables, schemas=schema, all_schemas=all_)
+    result = journal.track(dsn, tables, schemas=schema, all_schemas=all_, mode=mode, slot=slot)
     if as_json:
         output.emit_json([t.as_json() for t in result])
     else:
-        output.out.print(f"tracking {len(result)} table(s): " + ", ".join(t.table for t in result))
+        output.out.print(f"tracking {len(result)} table(s): " + ", ".join(
+            t.table + (" (stream)" if t.mode == "stream" else "") for t in result))
+        if mode == "stream":
+            output.out.print("stream mode: `rewind serve` (or `rewind stream`) journals these tables' changes "
+                             "from WAL; until it runs, the replication slot keeps that WAL")
 
 
 @app.command()

@@ -32,10 +32,10 @@ def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[
 def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
                                           conn: psycopg.Connection[Any]) -> None:
     code, first = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0005"
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0006"
     code, second = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and second["upgraded_from"] == "0005"
-    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0005",)
+    assert code == 0 and second["upgraded_from"] == "0006"
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0006",)
 
 
 def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn: psycopg.Connection[Any],
@@ -55,7 +55,7 @@ def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn
                              sql.Literal(str(tbl))))
     conn.execute("UPDATE rewind.alembic_version SET version_num = '0002'")
     code, result = rewind_json(capsys, "init", "--dsn", shop)
-    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0005"
+    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0006"
     assert row_level()
     with connect_as(shop, "agent-7") as a:
         a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")

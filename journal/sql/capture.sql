@@ -8,6 +8,15 @@
 -- call much dearer (it opens a GUC nesting level). Instead every relation is schema-qualified, and
 -- pg_temp is never searched for functions or operators, so a caller cannot shadow what they use.
 
+-- Who is writing: rewind.actor, else application_name, else the role. A plain SQL function, so
+-- the planner inlines it into its callers.
+CREATE OR REPLACE FUNCTION rewind.current_actor() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(pg_catalog.current_setting('rewind.actor', true), ''),
+                    nullif(pg_catalog.current_setting('application_name'), ''),
+                    session_user)::text
+$$;
+
 -- The transaction record is written by the first captured change of a transaction; later
 -- changes find its id in a transaction-local setting ("xid:id"). A savepoint rollback reverts
 -- both the setting and the row, so they cannot disagree.
@@ -24,9 +33,7 @@ BEGIN
     INSERT INTO rewind.tx (xid, actor, role, application, client_addr, pid, run, started_at)
     VALUES (
         x,
-        coalesce(nullif(pg_catalog.current_setting('rewind.actor', true), ''),
-                 nullif(pg_catalog.current_setting('application_name'), ''),
-                 session_user),
+        rewind.current_actor(),
         session_user,
         nullif(pg_catalog.current_setting('application_name'), ''),
         pg_catalog.inet_client_addr(),
@@ -126,6 +133,30 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- Stream mode (rewind track --mode stream): WAL carries the row images (REPLICA IDENTITY FULL)
+-- and the sidecar journals them; all a transaction adds is who it is, once: one transactional
+-- logical message. The trigger's WHEN clause lets only a transaction's first statement through,
+-- so every later one costs a setting lookup and no function call. A savepoint rollback discards
+-- the message and reverts the setting together.
+CREATE OR REPLACE FUNCTION rewind.stream_context() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    x text := pg_catalog.pg_current_xact_id()::text;
+    s text;
+BEGIN
+    PERFORM pg_catalog.pg_logical_emit_message(true, 'rewind.context', pg_catalog.json_build_object(
+        'xid', x,
+        'actor', rewind.current_actor(),
+        'role', session_user,
+        'application', nullif(pg_catalog.current_setting('application_name'), ''),
+        'client_addr', pg_catalog.inet_client_addr(),
+        'pid', pg_catalog.pg_backend_pid(),
+        'run', nullif(pg_catalog.current_setting('rewind.run', true), ''),
+        'started_at', pg_catalog.now())::text);
+    s := pg_catalog.set_config('rewind.ctx', x, true);  -- an assignment: no query
+    RETURN NULL;
+END $$;
+
 -- The primary key columns of a table, in key order; empty when it has none.
 CREATE OR REPLACE FUNCTION rewind.key_columns(rel regclass) RETURNS text[]
 LANGUAGE sql STABLE AS $$
@@ -141,6 +172,7 @@ $$;
 -- Partitioned tables and their partitions keep statement triggers throughout (see capture_update);
 -- so do tables with inheritance children, whose rows the parent's transition tables include. A
 -- table whose capture no longer fits (it became a partition or a parent) is attached afresh.
+-- A table in stream mode gets attach_stream instead.
 CREATE OR REPLACE FUNCTION rewind.attach(rel regclass, tbl integer) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
@@ -151,6 +183,12 @@ DECLARE
                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel);
     attached_by_row boolean;
 BEGIN
+    IF EXISTS (SELECT 1 FROM rewind.tracked t WHERE t.id = tbl AND t.mode = 'stream') THEN
+        PERFORM rewind.attach_stream(rel, tbl);
+        RETURN;
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_s') THEN
+        PERFORM rewind.drop_capture(rel);  -- leaving stream mode
+    END IF;
     SELECT (tgtype::integer & 1) = 1 INTO attached_by_row
     FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_u';
     IF attached_by_row = by_row THEN
@@ -174,6 +212,75 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Stream mode's capture of one relation and its partitions: the context trigger, REPLICA IDENTITY
+-- FULL (complete old rows in WAL), and the journal's TRUNCATE trigger, because WAL carries none
+-- of the rows a TRUNCATE removes.
+CREATE OR REPLACE FUNCTION rewind.attach_stream(rel regclass, tbl integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    q text := pg_catalog.format('%s', rel);
+    part regclass;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_s') THEN
+        PERFORM rewind.drop_capture(rel);
+        EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT WHEN (pg_catalog.current_setting(''rewind.ctx'', true) IS DISTINCT FROM pg_catalog.pg_current_xact_id()::text) EXECUTE FUNCTION rewind.stream_context()', q);
+        EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_t BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_truncate(%s)', q, tbl);
+    END IF;
+    IF (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = rel) <> 'f' THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', q);
+    END IF;
+    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits
+                WHERE inhparent = rel AND (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) = 'p'
+    LOOP
+        PERFORM rewind.attach_stream(part, tbl);
+    END LOOP;
+END $$;
+
+-- Put back the replica identity a table had before stream mode made it FULL (default or
+-- nothing; an identity index is not remembered, and FULL stays).
+CREATE OR REPLACE FUNCTION rewind.restore_identity(rel regclass, prior "char") RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    part regclass;
+BEGIN
+    IF prior IN ('d', 'n') AND (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = rel) = 'f' THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY %s', rel,
+                                  CASE prior WHEN 'd' THEN 'DEFAULT' ELSE 'NOTHING' END);
+    END IF;
+    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits i
+                JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition WHERE inhparent = rel
+    LOOP
+        PERFORM rewind.restore_identity(part, prior);
+    END LOOP;
+END $$;
+
+-- Switch a tracked table between journal and stream mode; nothing when it is in that mode.
+CREATE OR REPLACE FUNCTION rewind.set_mode(rel regclass, new_mode text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    tid integer;
+    old_mode text;
+    prior "char";
+BEGIN
+    IF new_mode NOT IN ('journal', 'stream') THEN
+        RAISE EXCEPTION 'unknown capture mode %', new_mode;
+    END IF;
+    SELECT t.id, t.mode, t.prior_identity INTO tid, old_mode, prior FROM rewind.tracked t
+    WHERE t.relid = rel AND t.untracked_at IS NULL AND t.dropped_at IS NULL;
+    IF tid IS NULL OR old_mode = new_mode THEN
+        RETURN;
+    END IF;
+    UPDATE rewind.tracked
+    SET mode = new_mode,
+        prior_identity = CASE WHEN new_mode = 'stream'
+                              THEN (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = rel) END
+    WHERE id = tid;
+    PERFORM rewind.attach(rel, tid);
+    IF new_mode = 'journal' THEN
+        PERFORM rewind.restore_identity(rel, prior);
+    END IF;
+END $$;
+
 -- The capture triggers of one relation, not of its children.
 CREATE OR REPLACE FUNCTION rewind.drop_capture(rel regclass) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER AS $$
@@ -184,6 +291,7 @@ BEGIN
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_u ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_d ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_t ON %s', q);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_s ON %s', q);
 END $$;
 
 CREATE OR REPLACE FUNCTION rewind.detach(rel regclass) RETURNS void
@@ -227,11 +335,18 @@ END $$;
 
 CREATE OR REPLACE FUNCTION rewind.untrack(rel regclass) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    old_mode text;
+    prior "char";
 BEGIN
     PERFORM rewind.detach(rel);
     UPDATE rewind.tracked SET untracked_at = now()
-    WHERE relid = rel AND untracked_at IS NULL AND dropped_at IS NULL;
-    RETURN FOUND;
+    WHERE relid = rel AND untracked_at IS NULL AND dropped_at IS NULL
+    RETURNING mode, prior_identity INTO old_mode, prior;
+    IF old_mode = 'stream' THEN
+        PERFORM rewind.restore_identity(rel, prior);
+    END IF;
+    RETURN old_mode IS NOT NULL;
 END $$;
 
 -- DDL capture: record DDL on tracked tables with its action, track new tables in tracked
