@@ -37,7 +37,7 @@ from typing import Any, Final, TypeAlias
 from journal.mirror.store import Gap
 from journal.pgoutput import UNCHANGED, Decoder, Delete, Insert, Relation, TupleData, Update
 
-__all__ = ["MAX_IMAGES", "DecodedRow", "bypass_gap", "find_bypasses", "row_image"]
+__all__ = ["MAX_IMAGES", "DecodedRow", "bypass_gap", "find_bypasses"]
 
 # (the table's Relation when the row arrived, the row's WAL position, the pgoutput payload)
 DecodedRow: TypeAlias = tuple[Relation, int, bytes]
@@ -108,7 +108,7 @@ def _unclaimed(decoded: list[DecodedRow], journal: list[tuple[int, str]]) -> lis
 def bypass_gap(rows: list[DecodedRow], table: str, xid: int, commit_lsn: int, commit_time: str) -> Gap:
     full = all(r[0].replica_identity == "f" for r in rows)
     decoder = Decoder()
-    images = [row_image(r, decoder) for r in rows[:MAX_IMAGES]]
+    images = [_image(r, decoder) for r in rows[:MAX_IMAGES]]
     ops = Counter(image["op"] for image in images)
     flags = [image.pop("complete") for image in images]
     complete = len(rows) <= MAX_IMAGES and all(flags)
@@ -121,7 +121,7 @@ def bypass_gap(rows: list[DecodedRow], table: str, xid: int, commit_lsn: int, co
                changes=len(rows), start_lsn=rows[0][1], end_lsn=commit_lsn, detail=detail, images=images)
 
 
-def row_image(row: DecodedRow, decoder: Decoder) -> dict[str, Any]:
+def _image(row: DecodedRow, decoder: Decoder) -> dict[str, Any]:
     """{op, lsn, before, after, unchanged, complete} of one decoded row; values in PostgreSQL's text.
     The decoder is told the row's Relation: a row is decoded with the columns it was sent with."""
     rel, _, payload = row

@@ -19,8 +19,14 @@ identity behind rewind's back) are not journaled but reported as a bypass gap: t
 undone.
 
 One database transaction per batch, recording each commit LSN in rewind.ingested: a replay after
-a crash before the slot heard of it writes nothing twice. What it writes comes back through the
-stream as journal rows and reaches the mirror that way.
+a crash before the slot heard of it writes nothing twice. The rows written are marked (src 's') and
+kept out of the stream by the publication's row filter; instead they come back from the INSERT
+(RETURNING, as the stream would render them: the connection has the stream's session settings)
+and go to the mirror with the batch, after the database commit. A transaction journaled before
+but not mirrored (a crash between the two) is read back from the database.
+
+Values travel as text arrays written out here, not as Python lists for the driver to adapt: its
+per-element quoting check was half of the sidecar's time per change.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from journal.bypass import DecodedRow, bypass_gap, row_image
-from journal.mirror.store import Gap
-from journal.pgoutput import Decoder, Relation, format_lsn
+from journal.bypass import DecodedRow, bypass_gap
+from journal.mirror.store import Gap, iso_utc
+from journal.pgoutput import UNCHANGED, Decoder, Delete, Insert, Relation, TupleData, Update, format_lsn, parse_lsn
 
 __all__ = ["CONTEXT_PREFIX", "StreamTx", "ingest", "prepare"]
 
@@ -44,21 +50,34 @@ CONTEXT_PREFIX: Final = "rewind.context"
 # jsonb_build_object takes at most 100 arguments: wider rows are built from pieces joined by ||.
 _PAIRS_PER_CALL: Final = 50
 
-_INGESTED = "SELECT commit_lsn::text FROM rewind.ingested WHERE commit_lsn = ANY(%s::pg_lsn[])"
-_NEW_IDS = "SELECT nextval('rewind.tx_id_seq') FROM generate_series(1, %s)"
-_INSERT_TX = """
-INSERT INTO rewind.tx (id, xid, actor, role, application, client_addr, pid, run, started_at, commit_lsn, committed_at)
-SELECT * FROM unnest(%s::bigint[], %s::text[]::xid8[], %s::text[], %s::text[], %s::text[], %s::inet[], %s::int[],
-                     %s::text[], %s::timestamptz[], %s::pg_lsn[], %s::timestamptz[])
+_INGESTED = "SELECT commit_lsn::text, tx FROM rewind.ingested WHERE commit_lsn = ANY(%s::pg_lsn[])"
+_TX_TEXT = """id::text, xid::text, actor, role, application, client_addr::text, pid::text, run, started_at::text,
+              commit_lsn::text, committed_at::text"""
+_INSERT_TX = f"""
+INSERT INTO rewind.tx (xid, actor, role, application, client_addr, pid, run, started_at, commit_lsn, committed_at, src)
+SELECT v.*, 's'
+FROM unnest(%s::text[]::xid8[], %s::text[], %s::text[], %s::text[], %s::text[]::inet[], %s::text[]::int[],
+            %s::text[], %s::text[]::timestamptz[], %s::text[]::pg_lsn[], %s::text[]::timestamptz[]) v
+RETURNING {_TX_TEXT}
 """
+_CHANGE_TEXT = "id::text, pos::text, tx::text, tbl::text, op::text, before::text, after::text, at::text"
 _INSERT_INGESTED = """
 INSERT INTO rewind.ingested (commit_lsn, tx, changes)
-SELECT * FROM unnest(%s::pg_lsn[], %s::bigint[], %s::int[])
+SELECT * FROM unnest(%s::text[]::pg_lsn[], %s::text[]::bigint[], %s::text[]::int[])
+"""
+# A transaction journaled but not mirrored: its rows as the INSERTs returned them.
+_READ_BACK_TX = f"SELECT {_TX_TEXT} FROM rewind.tx WHERE src IS NOT NULL AND id = ANY(%s::bigint[])"
+_READ_BACK_CHANGES = f"""
+SELECT {_CHANGE_TEXT} FROM rewind.change
+WHERE src IS NOT NULL AND tx = ANY(%s::bigint[]) AND pos = ANY(%s::bigint[])
 """
 _TYPES = """
 SELECT t.oid, n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE t.oid = ANY(%s::oid[])
 """
+
+# An image: the row's values in its Relation's column order, as text (None for NULL).
+Image = list[str | None]
 
 
 @dataclass
@@ -78,7 +97,10 @@ class StreamTx:
 class _Row:
     tbl: int
     rel: Relation
-    image: dict[str, Any]
+    pos: int
+    op: str
+    before: Image | None
+    after: Image | None
 
 
 @dataclass
@@ -87,26 +109,63 @@ class _Ready:
     rows: list[_Row] = field(default_factory=list)
 
 
+@dataclass
+class Mirrored:
+    """What ingest wrote, in the mirror's row shapes (journal.mirror.store.Batch)."""
+
+    txs: list[tuple[Any, ...]] = field(default_factory=list)
+    changes: list[tuple[Any, ...]] = field(default_factory=list)
+
+
 def prepare(txs: list[StreamTx], table_id: Callable[[Relation], str], table_name: Callable[[Relation], str]
             ) -> tuple[list[_Ready], list[Gap]]:
     """The images of every row, and a bypass gap per table for rows whose images are incomplete.
     Deterministic, so that a replay reports the same gaps."""
     decoder = Decoder()
+    relations = decoder.relations
     ready: list[_Ready] = []
     gaps: list[Gap] = []
     for tx in txs:
         r = _Ready(tx)
         incomplete: dict[int, list[DecodedRow]] = {}
         for row in tx.rows:
-            image = row_image(row, decoder)
-            if image.pop("complete"):
-                r.rows.append(_Row(int(table_id(row[0])), row[0], image))
+            rel, pos, payload = row
+            relations[rel.oid] = rel
+            image = _image(decoder.decode(payload))
+            if image is None:
+                incomplete.setdefault(rel.oid, []).append(row)
             else:
-                incomplete.setdefault(row[0].oid, []).append(row)
+                r.rows.append(_Row(int(table_id(rel)), rel, pos, *image))
         gaps += [bypass_gap(rows, table_name(rows[0][0]), tx.xid, tx.commit_lsn, tx.commit_time)
                  for rows in incomplete.values()]
         ready.append(r)
     return ready, gaps
+
+
+def _image(m: Any) -> tuple[str, Image | None, Image | None] | None:
+    """(op, before, after) of a decoded row; None when WAL did not carry it whole (an old row of
+    its key only, or a TOASTed value an UPDATE kept that no old row repeats)."""
+    if isinstance(m, Insert):
+        return ("I", None, _text(m.new)) if UNCHANGED not in m.new else None
+    if isinstance(m, Delete):
+        return ("D", _text(m.old), None) if m.old_kind == "O" else None
+    assert isinstance(m, Update)
+    if m.old is None or m.old_kind != "O":
+        return None
+    new = m.new
+    if UNCHANGED in new:
+        new = tuple(o if n is UNCHANGED else n for o, n in zip(m.old, new, strict=True))
+    return "U", _text(m.old), _text(new)
+
+
+def _text(values: TupleData) -> Image:
+    return [v.hex() if isinstance(v, bytes) else v for v in values]  # type: ignore[misc]
+
+
+def _array(values: list[Any]) -> str:
+    """A text[] literal: each element quoted (backslash and double quote escaped), NULL for None."""
+    return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
 
 
 class _Types:
@@ -126,73 +185,101 @@ class _Types:
 _types = _Types()
 
 
-def ingest(db: psycopg.Connection[Any], ready: list[_Ready]) -> int:
-    """Journal the prepared transactions not journaled before; returns the rows written."""
+def ingest(db: psycopg.Connection[Any], ready: list[_Ready], names: dict[str, str]) -> Mirrored:
+    """Journal the prepared transactions not journaled before, and return what the mirror needs:
+    all that was written now, and, read back, what was journaled before but is not mirrored
+    (not a replay). names: tracked id -> schema.table, for the mirror's rows."""
     ready = [r for r in ready if r.rows]
+    out = Mirrored()
     if not ready:
-        return 0
-    written = 0
+        return out
     with db.transaction():
         seen = {row[0] for row in db.execute(_INGESTED, ([format_lsn(r.tx.commit_lsn) for r in ready],))}
-        ready = [r for r in ready if format_lsn(r.tx.commit_lsn) not in seen]
-        if not ready:
-            return 0
-        tx_ids = _transaction_records(db, ready)
-        groups: dict[tuple[int, int], list[tuple[int, _Row]]] = {}
-        for r, tx_id in zip(ready, tx_ids, strict=True):
-            for row in r.rows:
-                groups.setdefault((row.tbl, id(row.rel)), []).append((tx_id, row))
-        commit_times = {tx_id: r.tx.commit_time for r, tx_id in zip(ready, tx_ids, strict=True)}
-        for (tbl, _), rows in groups.items():
-            written += _insert_changes(db, tbl, rows, commit_times)
-        db.execute(_INSERT_INGESTED, ([format_lsn(r.tx.commit_lsn) for r in ready], tx_ids,
-                                      [len(r.rows) for r in ready]))
-    return written
-
-
-def _transaction_records(db: psycopg.Connection[Any], ready: list[_Ready]) -> list[int]:
-    """The record each transaction's rows go under: the journal's own, or a new one from its
-    context message (a transaction without either never gets here: it is a bypass)."""
-    new = [r for r in ready if r.tx.journal_tx is None]
-    ids = iter([int(row[0]) for row in db.execute(_NEW_IDS, (len(new),))] if new else [])
-    out: list[int] = []
-    columns: list[list[Any]] = [[] for _ in range(11)]
-    for r in ready:
-        if r.tx.journal_tx is not None:
-            out.append(r.tx.journal_tx)
-            continue
-        ctx = json.loads(r.tx.context or b"{}")
-        tx_id = next(ids)
-        out.append(tx_id)
-        for column, value in zip(columns, (
-                tx_id, ctx["xid"], ctx["actor"], ctx["role"], ctx.get("application"), ctx.get("client_addr"),
-                ctx.get("pid"), ctx.get("run"), ctx["started_at"], format_lsn(r.tx.commit_lsn), r.tx.commit_time),
-                strict=True):
-            column.append(value)
-    if new:
-        db.execute(_INSERT_TX, columns)
+        new = [r for r in ready if format_lsn(r.tx.commit_lsn) not in seen]
+        again = [r for r in ready if format_lsn(r.tx.commit_lsn) in seen and not r.tx.replay]
+        commit_of: dict[str, int] = {}  # tx id (text) -> commit LSN, for the mirror's keys
+        if new:
+            tx_ids = _transaction_records(db, new, out)
+            for r, tx_id in zip(new, tx_ids, strict=True):
+                commit_of[str(tx_id)] = r.tx.commit_lsn
+            groups: dict[tuple[int, int], list[tuple[int, _Row]]] = {}
+            for r, tx_id in zip(new, tx_ids, strict=True):
+                for row in r.rows:
+                    groups.setdefault((row.tbl, id(row.rel)), []).append((tx_id, row))
+            commit_times = {tx_id: r.tx.commit_time for r, tx_id in zip(new, tx_ids, strict=True)}
+            for (tbl, _), rows in groups.items():
+                _mirror_changes(out, db.execute(*_insert_changes(db, tbl, rows, commit_times)), commit_of, names)
+            db.execute(_INSERT_INGESTED, (_array([format_lsn(r.tx.commit_lsn) for r in new]), _array(tx_ids),
+                                          _array([len(r.rows) for r in new])))
+        if again:
+            _read_back(db, again, out, commit_of, names)
     return out
 
 
+def _transaction_records(db: psycopg.Connection[Any], ready: list[_Ready], out: Mirrored) -> list[int]:
+    """The record each transaction's rows go under: the journal's own, or a new one from its
+    context message (a transaction without either never gets here: it is a bypass)."""
+    created = [r for r in ready if r.tx.journal_tx is None]
+    ids: dict[int, int] = {}
+    if created:
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        for r in created:
+            ctx = json.loads(r.tx.context or b"{}")
+            for column, value in zip(columns, (
+                    ctx["xid"], ctx["actor"], ctx["role"], ctx.get("application"), ctx.get("client_addr"),
+                    ctx.get("pid"), ctx.get("run"), ctx["started_at"], format_lsn(r.tx.commit_lsn),
+                    r.tx.commit_time), strict=True):
+                column.append(value)
+        for row in db.execute(_INSERT_TX, [_array(c) for c in columns]):
+            lsn = parse_lsn(row[9])
+            ids[lsn] = int(row[0])
+            out.txs.append((*row[:8], iso_utc(row[8]), lsn, iso_utc(row[10])))
+    return [r.tx.journal_tx if r.tx.journal_tx is not None else ids[r.tx.commit_lsn] for r in ready]
+
+
+def _mirror_changes(out: Mirrored, rows: Any, commit_of: dict[str, int], names: dict[str, str]) -> None:
+    """Mirror change rows from rewind.change text; keyed by (commit LSN, WAL position), which no
+    other row of the same transaction has."""
+    for ident, pos, tx, tbl, op, before, after, at in rows:
+        out.changes.append((commit_of[tx], int(pos), ident, pos, tx, tbl, names.get(tbl, f"tracked#{tbl}"), op,
+                            before, after, at))
+
+
+def _read_back(db: psycopg.Connection[Any], again: list[_Ready], out: Mirrored, commit_of: dict[str, int],
+               names: dict[str, str]) -> None:
+    tx_ids = {r.tx.journal_tx for r in again if r.tx.journal_tx is not None}
+    lsns = {format_lsn(r.tx.commit_lsn): r for r in again}
+    for lsn_text, tx in db.execute(_INGESTED, (list(lsns),)):
+        commit_of[str(tx)] = lsns[lsn_text].tx.commit_lsn
+        tx_ids.add(int(tx))
+    for row in db.execute(_READ_BACK_TX, (list(tx_ids),)):
+        out.txs.append((*row[:8], iso_utc(row[8]), parse_lsn(row[9]), iso_utc(row[10])))
+    positions = [row.pos for r in again for row in r.rows]
+    _mirror_changes(out, db.execute(_READ_BACK_CHANGES, (list(tx_ids), positions)), commit_of, names)
+
+
 def _insert_changes(db: psycopg.Connection[Any], tbl: int, rows: list[tuple[int, _Row]],
-                    commit_times: dict[int, str]) -> int:
+                    commit_times: dict[int, str]) -> tuple[sql.Composed, dict[str, Any]]:
     """One INSERT for the rows of one table decoded under one Relation (one set of columns)."""
     rel = rows[0][1].rel
     names = _types.names(db, {c.type_oid for c in rel.columns})
     columns = [(c.name, names[c.type_oid]) for c in rel.columns]
+    width = len(columns)
     params: dict[str, Any] = {
         "tbl": tbl,
-        "tx": [tx for tx, _ in rows],
-        "pos": [row.image["lsn"] for _, row in rows],
-        "op": [row.image["op"] for _, row in rows],
-        "hb": [row.image["before"] is not None for _, row in rows],
-        "ha": [row.image["after"] is not None for _, row in rows],
-        "at": [commit_times[tx] for tx, _ in rows],
+        "tx": _array([tx for tx, _ in rows]),
+        "pos": _array([row.pos for _, row in rows]),
+        "op": _array([row.op for _, row in rows]),
+        "hb": _array(["t" if row.before is not None else "f" for _, row in rows]),
+        "ha": _array(["t" if row.after is not None else "f" for _, row in rows]),
+        "at": _array([commit_times[tx] for tx, _ in rows]),
     }
-    for side in ("before", "after"):
-        for i, (name, _) in enumerate(columns):
-            params[f"{side[0]}{i}"] = [(row.image[side] or {}).get(name) for _, row in rows]
-    return db.execute(_change_insert(columns), params).rowcount
+    nulls: list[str | None] = [None] * width
+    befores, afters = [row.before or nulls for _, row in rows], [row.after or nulls for _, row in rows]
+    for side, images in (("b", befores), ("a", afters)):
+        for i, values in enumerate(zip(*images, strict=True)):
+            params[f"{side}{i}"] = _array(list(values))
+    return _change_insert(columns), params
 
 
 def _change_insert(columns: list[tuple[str, sql.Identifier]]) -> sql.Composed:
@@ -208,9 +295,11 @@ def _change_insert(columns: list[tuple[str, sql.Identifier]]) -> sql.Composed:
               for side in ("b", "a") for i in range(len(columns))]
     aliases = [sql.Identifier(f"{side}{i}") for side in ("b", "a") for i in range(len(columns))]
     return sql.SQL("""
-        INSERT INTO rewind.change (tx, pos, tbl, op, before, after, at)
-        SELECT v.tx, v.pos, %(tbl)s, v.op, CASE WHEN v.hb THEN {before} END, CASE WHEN v.ha THEN {after} END, v.at
-        FROM unnest(%(tx)s::bigint[], %(pos)s::bigint[], %(op)s::"char"[], %(hb)s::bool[], %(ha)s::bool[],
-                    %(at)s::timestamptz[], {arrays}) AS v(tx, pos, op, hb, ha, at, {aliases})
+        INSERT INTO rewind.change (tx, pos, tbl, op, before, after, at, src)
+        SELECT v.tx, v.pos, %(tbl)s, v.op, CASE WHEN v.hb THEN {before} END, CASE WHEN v.ha THEN {after} END, v.at, 's'
+        FROM unnest(%(tx)s::text[]::bigint[], %(pos)s::text[]::bigint[], %(op)s::text[]::"char"[],
+                    %(hb)s::text[]::bool[], %(ha)s::text[]::bool[], %(at)s::text[]::timestamptz[], {arrays})
+             AS v(tx, pos, op, hb, ha, at, {aliases})
+        RETURNING {returning}
     """).format(before=image("b"), after=image("a"), arrays=sql.SQL(", ").join(arrays),
-                aliases=sql.SQL(", ").join(aliases))
+                aliases=sql.SQL(", ").join(aliases), returning=sql.SQL(_CHANGE_TEXT))

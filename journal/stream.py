@@ -260,6 +260,8 @@ class Streamer:
     def _session(self, stop: threading.Event) -> None:
         assert self.mirror is not None
         with connect(self.dsn, application_name="rewind-stream") as db:
+            for name, value in SESSION_SETTINGS.items():  # what stream mode's journaling returns reads as the stream
+                db.execute("SELECT set_config(%s, %s, false)", (name, value))
             sync_publication(db)
             if self.mirror.checkpoint(self.database) is None:
                 self._first_start(db)
@@ -551,13 +553,16 @@ class Streamer:
                gaps: list[Gap], streams: list[StreamTx]) -> None:
         """Mirror commit, then in the database the stream-mode rows, the commit stamps and the gaps
         (in the writer's thread)."""
-        ready, incomplete = prepare(streams, self._table_id, _qualified) if streams else ([], [])
-        replayed = {r.tx.commit_lsn for r in ready if r.tx.replay}
-        batch.gaps += [g for g in incomplete if g.end_lsn not in replayed]
-        gaps = gaps + incomplete
+        if streams:  # journaled in the database first: the mirror takes what that wrote
+            ready, incomplete = prepare(streams, self._table_id, _qualified)
+            replayed = {r.tx.commit_lsn for r in ready if r.tx.replay}
+            batch.gaps += [g for g in incomplete if g.end_lsn not in replayed]
+            gaps = gaps + incomplete
+            written = ingest(db, ready, self._names)
+            batch.txs += written.txs
+            batch.changes += written.changes
         if batch or batch.lsn > self._mirrored:
             self._write(batch)
-        ingest(db, ready)
         if batch.gaps:
             with self._lock:
                 self._stats = replace(self._stats, gaps_total=self._stats.gaps_total + len(batch.gaps))
@@ -566,7 +571,7 @@ class Streamer:
             db.execute(_STAMP_COMMITS, (list(ids), list(lsns), list(ats)))
         record_gaps(db, gaps)
         if batch.txs or batch.changes:
-            last = datetime.fromisoformat(batch.txs[-1][10]) if batch.txs else self._stats.last_commit_time
+            last = datetime.fromisoformat(max(t[10] for t in batch.txs)) if batch.txs else self._stats.last_commit_time
             with self._lock:
                 s = self._stats
                 self._stats = replace(

@@ -17,6 +17,7 @@ from stream_helpers import db_scalar, mirror_scalar, streaming, wait_for
 from test_matrix import LOSSY, TYPE_CASES
 
 import journal
+from journal.mirror.store import MirrorStore
 from rewind.devdb import Cluster
 
 TYPED = [c for c in TYPE_CASES if c.id not in LOSSY]
@@ -339,3 +340,51 @@ def test_a_replay_journals_nothing_twice(dsn: str, conn: psycopg.Connection[Any]
     again = conn.execute("SELECT (SELECT count(*) FROM rewind.change), (SELECT count(*) FROM rewind.tx), "
                          "(SELECT count(*) FROM rewind.ingested)").fetchone()
     assert again == (counts[0] + 1, counts[1] + 1, counts[2] + 1)  # only the second marker
+
+
+def test_journaled_but_not_mirrored_is_read_back(dsn: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash between journaling the rows in the database and the mirror's commit: the next try
+    finds them journaled, and mirrors them from the database, once."""
+    setup(dsn, "stream")
+    failed = []
+    real_write = MirrorStore.write
+
+    def failing_write(self: MirrorStore, batch: Any, **kw: Any) -> None:
+        if not failed and any(c[3] == str(c[1]) for c in batch.changes):  # stream rows are keyed by position
+            failed.append(len(batch.changes))
+            raise OSError("the mirror's disk went away")
+        real_write(self, batch, **kw)
+
+    monkeypatch.setattr(MirrorStore, "write", failing_write)
+    with streaming(dsn, sqlite_url) as streamer:
+        with connect_as(dsn, "agent-r") as c:
+            c.execute("UPDATE pair SET v = 'r' WHERE a = 0")
+        settle(dsn)
+        wait_for(lambda: streamer.stats.mirror_errors_total == 1 and failed, what="the failed mirror write")
+        wait_for(lambda: mirror_scalar(sqlite_url, "SELECT count(*) FROM rewind_change c JOIN rewind_tx t "
+                                                   "ON t.id = c.tx WHERE t.actor = 'agent-r'") == 3,
+                 what="the journaled rows in the mirror")
+    assert db_scalar(dsn, "SELECT count(*) FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx "
+                          "WHERE t.actor = 'agent-r'") == 3
+    assert mirror_scalar(sqlite_url, "SELECT count(*) FROM rewind_tx WHERE actor = 'agent-r'") == 1
+    assert mirror_scalar(sqlite_url, "SELECT count(*) FROM rewind_change") == \
+        db_scalar(dsn, "SELECT count(*) FROM rewind.change")
+
+
+def test_an_undo_with_the_tables_triggers_firing_is_journaled_by_the_sidecar(
+        dsn: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    setup(dsn, "stream")
+    with psycopg.connect(dsn) as c:
+        before = database_state(c, ["public.pair"])
+    with streaming(dsn, sqlite_url):
+        with connect_as(dsn, "agent-f") as c:
+            c.execute("UPDATE pair SET v = 'f' WHERE a = 0")
+        settle(dsn)
+        code, result = rewind_json(capsys, "undo", "--dsn", dsn, "--actor", "agent-f", "--fire-triggers", "--yes")
+        assert code == 0 and result["rows"] == 3
+        settle(dsn)
+        assert db_scalar(dsn, "SELECT count(*) FROM rewind.change WHERE tx = %s AND op = 'U'",
+                         (result["action"],)) == 3
+        assert db_scalar(dsn, "SELECT count(*) FROM rewind.gap") == 0
+    with psycopg.connect(dsn) as c:
+        assert database_state(c, ["public.pair"]) == before

@@ -14,3 +14,10 @@ CREATE TABLE IF NOT EXISTS rewind.ingested (
     changes     integer NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- What the sidecar journals from WAL is marked (src 's') and kept out of rewind_journal by a row
+-- filter: the sidecar mirrors those rows itself as it writes them, and decoding them a second
+-- time would double what the walsender and the sidecar do per stream-mode change.
+ALTER TABLE rewind.tx ADD COLUMN IF NOT EXISTS src "char";
+ALTER TABLE rewind.change ADD COLUMN IF NOT EXISTS src "char";
+ALTER PUBLICATION rewind_journal SET TABLE rewind.tx WHERE (src IS NULL), rewind.change WHERE (src IS NULL), rewind.ddl;
