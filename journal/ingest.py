@@ -163,7 +163,12 @@ def _text(values: TupleData) -> Image:
 
 
 def _array(values: list[Any]) -> str:
-    """A text[] literal: each element quoted (backslash and double quote escaped), NULL for None."""
+    """A text[] literal: each element quoted (backslash and double quote escaped), NULL for None.
+    The common case, no NULL and nothing to escape, is one join."""
+    if None not in values:
+        text = '","'.join(map(str, values))
+        if "\\" not in text and '"' not in text:
+            return '{"' + text + '"}' if values else "{}"
     return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
                           for v in values) + "}"
 
