@@ -9,8 +9,10 @@ median TPS of each side.
 
 --mode stream tracks the tables in stream mode (row images from WAL under REPLICA IDENTITY FULL, a
 context message per transaction) and runs the real sidecar, `rewind serve` with its default
-SQLite mirror, as a separate process for the whole run, on the same cores as PostgreSQL and
-pgbench: its decoding, journaling and mirroring are part of the cost measured. After each tracked
+SQLite mirror and its default CPU priority (nice 10: the stream yields to the database), as a
+separate process for the whole run, on the same cores as PostgreSQL and pgbench: its decoding,
+journaling (the INSERTs run in a PostgreSQL backend, at normal priority) and mirroring are part of
+the cost measured. After each tracked
 round the benchmark waits until the sidecar has journaled everything (and prints how long that
 took), so no round leaves work for the next.
 

@@ -307,6 +307,8 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
            detect_bypass: Annotated[bool, typer.Option(
                "--bypass-detection/--no-bypass-detection", help="Also read the tracked tables' own changes "
                "and record writes that went around the triggers as gaps (about twice the decoded volume).")] = True,
+           nice: Annotated[int, typer.Option("--nice", min=0, max=19, help="How far below normal CPU priority "
+                                             "to run (0-19).")] = config.DEFAULT_NICE,
            ) -> None:
     """Mirror the journal off the database through logical decoding until SIGTERM or Ctrl-C
     (`rewind serve` does the same, with the HTTP API and the backup schedules)."""
@@ -320,6 +322,7 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
     output.err.print(f"rewind: streaming {journal.mask_dsn(dsn)} (slot {streamer.slot}) into "
                      f"{journal.mask_dsn(url)}", markup=False, highlight=False)
     with service.stop_on_signals(threading.Event()) as stop:
+        service.lower_priority(nice)
         streamer.run(stop)
     s = streamer.stats
     output.err.print(f"rewind: stopped after {s.changes_total} change(s) in {s.transactions_total} "
@@ -348,11 +351,14 @@ def serve(
     heartbeat_seconds: Annotated[float | None, typer.Option("--heartbeat-seconds", help="How often lag is "
                                                             "measured and an idle slot advanced "
                                                             "(REWIND_HEARTBEAT_SECONDS; default 10).")] = None,
+    nice: Annotated[int | None, typer.Option("--nice", help="How far below normal CPU priority the stream runs, "
+                                             f"0-19 (REWIND_NICE; default {config.DEFAULT_NICE}).")] = None,
 ) -> None:
     """The sidecar: the decoding stream, the backup schedules of rewind.toml and an HTTP API
     (/healthz, /readyz, /metrics) in one process, until SIGTERM or Ctrl-C."""
     settings = config.load_settings({"dsn": dsn, "journal": journal_url, "http": http, "log_format": log_format,
-                                     "slot": slot, "max_lag": max_lag, "heartbeat_seconds": heartbeat_seconds},
+                                     "slot": slot, "max_lag": max_lag, "heartbeat_seconds": heartbeat_seconds,
+                                     "nice": nice},
                                     config=config_path)
     from rewind import service
 

@@ -11,6 +11,7 @@ then the scheduler lets a running job finish).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -106,12 +107,20 @@ def serve(settings: Settings, stop: threading.Event | None = None) -> int:
     handler = logs.configure(settings.log_format, secrets=[dsn, url, cfg.dsn, cfg.scratch_dsn])
     try:
         with stop_on_signals(stop):
-            return _run(streamer, cfg, sock, stop)
+            return _run(streamer, cfg, sock, stop, nice=settings.nice)
     finally:
         logging.getLogger().removeHandler(handler)
 
 
-def _run(streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socket, stop: threading.Event) -> int:
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority (on Linux nice is per thread, and threads it starts
+    inherit it): the stream and its writer, not the HTTP API or the backup jobs."""
+    if nice > 0:
+        os.nice(nice)
+
+
+def _run(streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socket, stop: threading.Event, *,
+         nice: int) -> int:
     host, port = sock.getsockname()[:2]
     app = api.create_app(lambda: streamer.stats, metrics.service_registry(lambda: streamer.stats),
                          slot=streamer.slot)
@@ -119,7 +128,12 @@ def _run(streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socke
                                            timeout_graceful_shutdown=5))
     stream_stop = threading.Event()
     http = _Worker("rewind-http", lambda: server.run(sockets=[sock]), stop)
-    stream = _Worker("rewind-stream", lambda: streamer.run(stream_stop), stop)
+
+    def run_stream() -> None:
+        lower_priority(nice)
+        streamer.run(stream_stop)
+
+    stream = _Worker("rewind-stream", run_stream, stop)
     scheduler = None
     try:
         scheduler = schedule.start_scheduler(cfg, served_dsn=streamer.dsn) if cfg.schedule else None

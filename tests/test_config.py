@@ -50,7 +50,8 @@ store = "file:///tmp/elsewhere"
     assert s.slot == "from_flag"  # flag over env over file
     assert s.max_lag == 2000 and s.http == "127.0.0.1:9100"  # env over file
     assert s.dsn == DSN and s.log_format == "json" and s.journal == "sqlite:////var/lib/rewind/file.sqlite"
-    assert s.heartbeat_seconds == 10.0  # default
+    assert s.heartbeat_seconds == 10.0 and s.nice == 10  # defaults
+    assert load_settings({}, env={"REWIND_NICE": "0"}).nice == 0
     assert s.config == path
     # REWIND_CONFIG names the file when --config does not
     assert load_settings({}, env={"REWIND_CONFIG": str(path)}).slot == "from_file"
@@ -58,6 +59,9 @@ store = "file:///tmp/elsewhere"
 
 def test_bad_values_name_their_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    for bad in ("20", "-1", "1.5", "x"):
+        with pytest.raises(BadInput, match="REWIND_NICE"):
+            load_settings({}, env={"REWIND_NICE": bad})
     with pytest.raises(BadInput, match="REWIND_MAX_LAG 'lots'"):
         load_settings({}, env={"REWIND_MAX_LAG": "lots"})
     with pytest.raises(BadInput, match="--http"):

@@ -48,6 +48,15 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: i
     return proc, f"http://127.0.0.1:{wait_for(port, what='the serving line')}"
 
 
+def thread_nice(pid: int) -> dict[str, int]:
+    """The nice value of a process's main thread and the highest of its other threads."""
+    values = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        values[int(stat.parent.name)] = int(fields[16])  # nice: field 19 of stat, 17th after the name
+    return {"main": values.pop(pid), "stream": max(values.values())}
+
+
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -92,6 +101,7 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
         assert seen[("rewind_stream_mirror_errors_total", ())] == 0
         assert seen[("rewind_stream_gaps_total", ())] == 0
         assert ("rewind_stream_transactions_total", ()) in seen
+        assert thread_nice(proc.proc.pid) == {"main": 0, "stream": 10}  # the stream yields CPU to PostgreSQL
     finally:
         code = proc.terminate(timeout=10)
     log = proc.output()
