@@ -34,6 +34,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/capture_overhead.py
+	$(BIN)/python bench/capture_overhead.py --mode stream
 	$(BIN)/python bench/bulk_overhead.py
 	$(BIN)/python bench/undo_throughput.py
 	$(BIN)/python bench/ingest.py
