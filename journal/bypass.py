@@ -21,10 +21,11 @@ UPDATE/DELETE in full only under REPLICA IDENTITY FULL (else its key only, or no
 UPDATE kept the key). TOASTed values an UPDATE did not change are not in WAL; under FULL they are
 taken from the old row, otherwise the image lists them as `unchanged` and is incomplete.
 
-Known limits: a TRUNCATE is a bypass when no journal 'T' row of that table precedes it in its
-transaction, so truncating a tracked table that was already empty is reported too (WAL carries no
-rows of a TRUNCATE: such a gap is never complete); a journaled UPDATE that moves a row to another
-partition is one journal row against a decoded DELETE and INSERT, which are paired up.
+A TRUNCATE is a bypass when no journal 'T' row of that table precedes it in its transaction; the
+trigger that truncates an empty table journals no row but a 'rewind.truncate' message, which the
+stream passes in as one (WAL carries no rows of a TRUNCATE: such a gap is never complete). A
+journaled UPDATE that moves a row to another partition is one journal row against a decoded DELETE
+and INSERT, which are paired up.
 """
 
 from __future__ import annotations

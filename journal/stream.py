@@ -85,6 +85,7 @@ __all__ = ["StreamStats", "Streamer", "create_stream_slot"]
 log = logging.getLogger("rewind.stream")
 
 HEARTBEAT_PREFIX: Final = "rewind.heartbeat"
+TRUNCATE_PREFIX: Final = "rewind.truncate"  # capture_truncate of an empty table: nothing to journal
 
 _OID = struct.Struct(">I")
 
@@ -163,8 +164,8 @@ def parse_text_array(text: str) -> list[str]:
 class _Tx:
     """One transaction as it arrives, handed to the batch whole at its Commit."""
 
-    __slots__ = ("changes", "commit_time", "context", "ddls", "lsn", "lsn_text", "rows", "seq", "skip", "stamps",
-                 "tracked", "txs", "xid")
+    __slots__ = ("changes", "commit_time", "context", "ddls", "emptied", "lsn", "lsn_text", "rows", "seq", "skip",
+                 "stamps", "tracked", "txs", "xid")
 
     def __init__(self, begin: Begin, skip: bool) -> None:
         self.lsn = begin.final_lsn
@@ -180,6 +181,7 @@ class _Tx:
         self.stamps: list[int] = []
         self.rows: list[DecodedRow] = []  # the tracked tables' own changes, for bypass detection
         self.context: bytes | None = None  # stream mode's 'rewind.context' message
+        self.emptied: list[tuple[Any, ...]] = []  # empty tables truncated through the trigger, as journal 'T' rows
 
 
 class Streamer:
@@ -540,6 +542,8 @@ class Streamer:
                     tx.seq += 1
                     if m.prefix == CONTEXT_PREFIX:
                         tx.context = m.content
+                    elif m.prefix == TRUNCATE_PREFIX:  # shaped like a mirror change row, for find_bypasses
+                        tx.emptied.append((None, None, None, str(msg.data_start), None, m.content.decode(), None, "T"))
                 elif m.prefix == HEARTBEAT_PREFIX and not pending_since and writer.written >= submitted:
                     self._confirm(stream, max(msg.data_start, stream.wal_end))
             else:  # Truncate, Type, Origin: nothing of the journal's
@@ -593,7 +597,7 @@ class Streamer:
 
     def _bypasses(self, tx: _Tx) -> list[Gap]:
         """Bypass gaps of a transaction that wrote to tracked tables (see journal/bypass.py)."""
-        gaps = find_bypasses(tx.rows, tx.changes, table_id=self._table_id, table_name=_qualified,
+        gaps = find_bypasses(tx.rows, tx.changes + tx.emptied, table_id=self._table_id, table_name=_qualified,
                              xid=tx.xid, commit_lsn=tx.lsn, commit_time=tx.commit_time)
         for g in gaps:
             log.error("capture bypass: %s change(s) to %s in xid %s went around the triggers (%s images)",

@@ -280,3 +280,19 @@ def test_actions_warn_about_bypass_gaps_on_stderr(db: str, sqlite_url: str,
         assert "warning" in err and "2 write(s) to public.plain went around the triggers" in err
         code, out, err = rewind(capsys, "actions", *source, "--until", "2000-01-01")
         assert code == 0 and err == ""
+
+
+def test_truncating_an_empty_table_through_the_trigger_is_no_bypass(db: str, sqlite_url: str) -> None:
+    """capture_truncate journals no row for an empty table; its message says the TRUNCATE was seen."""
+    with streaming(db, sqlite_url) as streamer:
+        with connect_as(db, "cleaner") as c:
+            c.execute("DELETE FROM plain")
+            c.execute("TRUNCATE plain")  # empty by now
+            c.execute("TRUNCATE plain, items")  # plain empty, items not
+        settle(streamer, db)
+        assert mirror_gaps(sqlite_url) == [] and db_gaps(db) == []
+        with connect_as(db, "sneaky") as c, c.transaction():  # still caught when it goes around the trigger
+            c.execute("SET LOCAL session_replication_role = replica")
+            c.execute("TRUNCATE plain")
+        wait_for(lambda: db_gaps(db), what="the bypassing TRUNCATE's gap")
+    assert [(g[0], g[2]) for g in db_gaps(db)] == [("bypass", "public.plain")]

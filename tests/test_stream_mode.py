@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from helpers import connect_as, database_state, rewind, rewind_json
+from psycopg import sql
 from stream_helpers import db_scalar, mirror_scalar, streaming, wait_for
 from test_matrix import LOSSY, TYPE_CASES
 

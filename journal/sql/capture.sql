@@ -121,15 +121,23 @@ BEGIN
 END $$;
 
 -- TRUNCATE has no transition table: keep the rows before they go. ONLY, because every
--- partition (or child) that is truncated fires its own trigger.
+-- partition (or child) that is truncated fires its own trigger. Truncating an empty table journals
+-- no row, so it says so in WAL instead ('rewind.truncate', the tracked id): the decoding stream
+-- would otherwise take the TRUNCATE it decodes for one that went around the trigger.
 CREATE OR REPLACE FUNCTION rewind.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    n bigint;
 BEGIN
     EXECUTE pg_catalog.format(
         'INSERT INTO rewind.change (tx, pos, tbl, op, before) SELECT $1, $3, $2, ''T'', pg_catalog.to_jsonb(r.*) FROM ONLY %I.%I r',
         TG_TABLE_SCHEMA, TG_TABLE_NAME)
     USING rewind.begin_tx(), TG_ARGV[0]::integer,
           rewind.journal_pos();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 AND pg_catalog.current_setting('wal_level') = 'logical' THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'rewind.truncate', TG_ARGV[0]);
+    END IF;
     RETURN NULL;
 END $$;
 
