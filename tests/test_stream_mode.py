@@ -424,3 +424,18 @@ def test_images_written_by_the_sidecar_equal_to_jsonb(conn: psycopg.Connection[A
         for text in samples:
             with pytest.raises(_NotSimple):
                 _JSON_OF[oid](text)
+
+
+def test_a_table_entering_stream_mode_mid_session_is_followed(dsn: str, sqlite_url: str) -> None:
+    """Without bypass detection the stream reads the journal only; a table switched to stream
+    mode while it runs makes it start again with the tracked tables' rows."""
+    setup(dsn, "journal")
+    with streaming(dsn, sqlite_url, detect_bypass=False) as streamer:
+        assert "rewind_tables" not in streamer.publications
+        journal.track(dsn, ["public.pair", "public.marker"], mode="stream")
+        with connect_as(dsn, "agent-m") as c:
+            c.execute("UPDATE pair SET v = 'm' WHERE a = 0")
+        settle(dsn)
+        assert "rewind_tables" in streamer.publications
+    assert db_scalar(dsn, "SELECT count(*) FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx "
+                          "WHERE t.actor = 'agent-m'") == 3
