@@ -1,3 +1,3 @@
-from rewind.cli import main
+from rewind.runner import main
 
 main()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 import backup
 from backup import config as backup_config
@@ -81,6 +80,8 @@ def _progress(enabled: bool, what: str) -> Iterator[backup.stores.Progress | Non
     if not enabled or not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=output.err, transient=True) as bar:
         task = bar.add_task(what, total=None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 from collections.abc import Callable
@@ -14,9 +13,9 @@ import typer
 
 import journal
 import restore
-from journal import BadInput, RewindError, Selection, capture_check, mirror, parse_time
+from journal import BadInput, Selection, capture_check, mirror, parse_time
 from journal.replication import check_slot_name
-from rewind import config, logs, output
+from rewind import config, logs, output, runner
 from rewind.backup_cli import backup_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -369,32 +368,8 @@ def serve(
 
 def run(args: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 done, 1 refused, 2 bad input."""
-    json_mode = "--json" in (args if args is not None else sys.argv[1:])
-    try:
-        # Without standalone mode, click returns an Exit's code instead of raising it.
-        code = app(args=args, standalone_mode=False)
-    except RewindError as exc:
-        if json_mode and exc.payload is not None:
-            output.emit_json(exc.payload)
-        output.err.print(f"rewind: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except typer.Abort:
-        return 1
-    except typer.TyperException as exc:  # usage errors: unknown option, missing value
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            output.err.print(f"rewind: {exc}", markup=False)
-        return 2
-    return code if isinstance(code, int) else 0
+    return runner.run(app, args)
 
 
 def main() -> Any:
-    code = run()
-    # The process ends here: moving every object out of the collector's reach spares the final
-    # collections over all imported modules at shutdown, about 40 ms of every command.
-    gc.freeze()
-    sys.exit(code)
+    runner.exit_with(run())

@@ -1,20 +1,40 @@
-"""Rendering results for people (Rich) and programs (JSON on stdout, nothing else)."""
+"""Rendering results for people (Rich) and programs (JSON on stdout, nothing else).
+
+Rich loads on first use of `out` or `err` (PEP 562): a command that prints only JSON, such as
+`rewind backup create --json`, does not pay for importing it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-from journal import Action, Change, GapRecord, Status
-from restore import Plan, UndoResult
+    from journal import Action, Change, GapRecord, Status
+    from restore import Plan, UndoResult
 
-out = Console()
-err = Console(stderr=True)
+out: Console
+err: Console
+
+
+def _console(name: str) -> Console:
+    """`out` or `err`; both are created on first use and are ordinary module globals from then on."""
+    g = globals()
+    if "out" not in g:
+        from rich.console import Console
+
+        g.update(out=Console(), err=Console(stderr=True))
+    console: Console = g[name]
+    return console
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("out", "err"):
+        return _console(name)
+    raise AttributeError(f"module 'rewind.output' has no attribute {name!r}")
 
 
 def emit_json(value: Any) -> None:
@@ -26,6 +46,9 @@ def _counts(ops: dict[str, int]) -> str:
 
 
 def actions(items: list[Action]) -> None:
+    from rich.table import Table
+
+    out = _console("out")
     if not items:
         out.print("no actions match")
         return
@@ -47,6 +70,9 @@ def _value(v: Any) -> str:
 
 
 def changes(items: list[Change], *, title: str) -> None:
+    from rich.table import Table
+
+    out = _console("out")
     table = Table(title=title)
     for col in ("change", "action", "actor", "table", "op", "key", "diff (before → after)"):
         table.add_column(col, overflow="fold")
@@ -57,6 +83,7 @@ def changes(items: list[Change], *, title: str) -> None:
 
 
 def action_header(a: Action) -> None:
+    out = _console("out")
     out.print(f"[bold]action {a.id}[/] xid {a.xid} by [bold]{a.actor}[/] (role {a.role}, "
               f"application {a.application or '-'}, run {a.run or '-'}) at {a.started_at:%Y-%m-%d %H:%M:%S%z}")
     for d in a.ddl:
@@ -64,6 +91,9 @@ def action_header(a: Action) -> None:
 
 
 def plan(p: Plan) -> None:
+    from rich.table import Table
+
+    out = _console("out")
     out.print(f"[bold]undo plan {p.fingerprint}[/]  ({p.changes} journaled changes in {len(p.actions)} "
               f"action(s); on conflict: {p.policy})")
     table = Table()
@@ -89,6 +119,7 @@ def plan(p: Plan) -> None:
 
 
 def undo_result(r: UndoResult) -> None:
+    out = _console("out")
     if r.applied:
         out.print(f"[bold green]undone[/]: {r.rows} row(s) restored as action {r.action} (plan {r.plan}); "
                   f"{r.skipped} conflict(s) skipped")
@@ -98,6 +129,10 @@ def undo_result(r: UndoResult) -> None:
 
 
 def status(s: Status) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    out = _console("out")
     out.print(f"rewind schema revision {s.revision}; {s.actions} action(s), {s.changes} change(s) journaled")
     table = Table(title="tracked tables")
     for col in ("table", "key", "mode"):
@@ -129,5 +164,6 @@ def gap_warning(gaps: list[GapRecord]) -> None:
              f"triggers in {len(bypasses)} transaction(s)"] if bypasses else []
     if len(bypasses) < len(gaps):
         parts.append(f"{len(gaps) - len(bypasses)} slot reset(s) lost a span of the stream")
+    err = _console("err")
     err.print(f"rewind: warning: capture gaps in this window: {'; '.join(parts)} (see `rewind status`)",
               style="bold red", markup=False, highlight=False, soft_wrap=True)
