@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backup import content_hash
 from backup import manifest as mf
-from backup.stats import compute_stats, list_tables
+from backup.stats import compute_stats, list_tables, stats_in_transaction
 from backup.stores import Progress, Store
 from backup.tools import find_tool
 from journal.connection import connect, mask_dsn, mask_text
@@ -60,27 +60,26 @@ def create_snapshot(dsn: str, store: Store, *, progress: Progress | None = None,
     """Take a snapshot of the database into the store. Nothing is listed until the manifest,
     written last, exists.
 
-    Hashing runs beside pg_dump, whose own process (compressing) is the critical path and needs a
-    core to itself: one hashing backend, without parallel workers, scans about three times faster
-    than pg_dump dumps and so finishes first without taking CPU from it."""
+    pg_dump starts as soon as the snapshot is exported; the table list, the counts and the hashes
+    are read beside it, in the exporting transaction. Its own process (compressing) is the
+    critical path and needs a core to itself: one hashing backend, without parallel workers,
+    scans about three times faster than pg_dump dumps and so finishes first without taking much
+    CPU from it. hash_workers > 1 hashes on that many connections that import the snapshot."""
     started = time.monotonic()
     created_at = datetime.now(UTC)
     snap_id = mf.new_id(created_at)
     method = content_hash.DEFAULT
     with connect(dsn, autocommit=True, application_name="rewind backup") as holder:
-        version_num = int(holder.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        version_num = holder.info.server_version
         pg_dump = find_tool("pg_dump", version_num)
         store.preflight()
-        # The exporting transaction stays open and idle until pg_dump finishes.
-        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = holder.execute(
-            "SELECT pg_export_snapshot(), pg_current_snapshot()::text, current_database(), "
-            "current_setting('server_version'), pg_encoding_to_char(encoding), datcollate, datctype "
-            "FROM pg_database WHERE datname = current_database()").fetchone()
-        assert row is not None
-        exported, visibility, database, server_version, encoding, collate, ctype = row
-        tables = list_tables(holder)
         conninfo, env = libpq_target(dsn)
+        # The exporting transaction stays open until pg_dump finishes; pg_dump starts as soon as
+        # it has the snapshot, and everything else is read in that transaction while it runs.
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = holder.execute("SELECT pg_export_snapshot(), pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        exported, visibility = row
         with store.staging() as staging:
             dump_path = staging / mf.DUMP
             cmd = [pg_dump, "--format=custom", f"--snapshot={exported}", f"--file={dump_path}", "--no-sync"]
@@ -94,10 +93,20 @@ def create_snapshot(dsn: str, store: Store, *, progress: Progress | None = None,
             reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read() if proc.stderr else b""))
             reader.start()
             try:
-                # Counted and hashed while pg_dump runs, in the snapshot it dumps.
+                row = holder.execute(
+                    "SELECT current_database(), current_setting('server_version'), pg_encoding_to_char(encoding), "
+                    "datcollate, datctype FROM pg_database WHERE datname = current_database()").fetchone()
+                assert row is not None
+                database, server_version, encoding, collate, ctype = row
+                # Counted and hashed while pg_dump runs, in the snapshot it dumps: by the exporting
+                # transaction itself, unless more than one hashing connection is asked for.
+                tables = list_tables(holder)
                 t1 = time.monotonic()
-                stats = compute_stats(dsn, tables, method=method, snapshot=exported, workers=hash_workers,
-                                      parallel=parallel_hash)
+                if hash_workers > 1:
+                    stats = compute_stats(dsn, tables, method=method, snapshot=exported, workers=hash_workers,
+                                          parallel=parallel_hash)
+                else:
+                    stats = stats_in_transaction(holder, tables, method=method, parallel=parallel_hash)
                 hash_s = time.monotonic() - t1
                 rc = proc.wait()
             except BaseException:

@@ -8,7 +8,7 @@ tables go many to a query, since a round trip costs more than hashing a few rows
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
@@ -56,15 +56,42 @@ def plan_batches(tables: list[Table]) -> list[list[Table]]:
     return batches
 
 
+def prepare_session(conn: psycopg.Connection[Any], method: str, parallel: bool) -> None:
+    """The session settings a reader of `method` hashes under (text forms, search path), and
+    whether PostgreSQL may add parallel workers to its scans."""
+    settings = content_hash.session_settings(method)
+    if settings:
+        conn.execute(settings)
+    if not parallel:
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+
+
+def hash_batches(conn: psycopg.Connection[Any], batches: Iterable[list[Table]], method: str,
+                 result: dict[str, dict[str, Any]]) -> None:
+    """Count and hash each batch of tables on one connection (prepared by prepare_session, in the
+    snapshot wanted), into result."""
+    for batch in batches:
+        for row in conn.execute(content_hash.batch_query(batch, method)):
+            t = batch[row[0]]
+            result[t.key] = {"schema": t.schema, "name": t.name, "rows": int(row[1]),
+                             "hash": content_hash.digest(row[2:])}
+
+
+def stats_in_transaction(conn: psycopg.Connection[Any], tables: list[Table], *, method: str = content_hash.DEFAULT,
+                         parallel: bool = True) -> dict[str, dict[str, Any]]:
+    """compute_stats on a connection already inside the transaction whose snapshot is wanted
+    (such as the one that exported it): no second connection, no snapshot to import."""
+    result: dict[str, dict[str, Any]] = {}
+    prepare_session(conn, method, parallel)
+    hash_batches(conn, plan_batches(tables), method, result)
+    return dict(sorted(result.items()))
+
+
 @contextmanager
 def _reader(dsn: str, snapshot: str | None, method: str, parallel: bool) -> Iterator[psycopg.Connection[Any]]:
     conn = connect(dsn, autocommit=True, application_name="rewind backup")
     try:
-        settings = content_hash.session_settings(method)
-        if settings:
-            conn.execute(settings)
-        if not parallel:
-            conn.execute("SET max_parallel_workers_per_gather = 0")
+        prepare_session(conn, method, parallel)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if snapshot is not None:
             # A utility statement takes no parameters; Literal quotes the value.
@@ -83,17 +110,16 @@ def compute_stats(dsn: str, tables: list[Table], *, method: str = content_hash.D
     pending = deque(plan_batches(tables))
     workers = max(1, min(workers, len(pending)))
 
+    def taken() -> Iterator[list[Table]]:
+        while True:
+            try:
+                yield pending.popleft()
+            except IndexError:
+                return
+
     def work() -> None:
         with _reader(dsn, snapshot, method, parallel) as conn:
-            while True:
-                try:
-                    batch = pending.popleft()
-                except IndexError:
-                    return
-                for row in conn.execute(content_hash.batch_query(batch, method)):
-                    t = batch[row[0]]
-                    result[t.key] = {"schema": t.schema, "name": t.name, "rows": int(row[1]),
-                                     "hash": content_hash.digest(row[2:])}
+            hash_batches(conn, taken(), method, result)
 
     if not pending:
         return result

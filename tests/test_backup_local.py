@@ -254,3 +254,12 @@ def test_keys_are_written_once(tmp_path: Path) -> None:
         store.put_bytes("a/b.json", b"2")
     assert store.get_bytes("a/b.json") == b"1"
     assert [o.key for o in store.list()] == ["a/b.json"]
+
+
+def test_hashing_in_the_exporting_transaction_or_on_importing_readers_agrees(shop: str, tmp_path: Path) -> None:
+    """create hashes in the transaction that exported the snapshot; with hash_workers > 1, on
+    connections that import it. Both describe the same snapshot the same way."""
+    one = backup.create_snapshot(shop, LocalStore(tmp_path / "one"))
+    two = backup.create_snapshot(shop, LocalStore(tmp_path / "two"), hash_workers=2)
+    assert one.manifest["tables"] == two.manifest["tables"]
+    assert len(one.manifest["tables"]) == 3
