@@ -32,7 +32,6 @@ jobstore = "sqlite:////var/lib/rewind/jobs.sqlite"
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,8 @@ def load(path: Path | None = None) -> BackupConfig:
         if explicit:
             raise BadInput(f"config file {p} not found")
         return BackupConfig()
+    import tomllib  # only when there is a file to read
+
     try:
         doc = tomllib.loads(p.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -123,6 +122,8 @@ def compute_stats(dsn: str, tables: list[Table], *, method: str = content_hash.D
 
     if not pending:
         return result
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(workers) as pool:
         for f in [pool.submit(work) for _ in range(workers)]:
             f.result()

@@ -13,7 +13,7 @@ import typer
 
 import backup
 from backup import config as backup_config
-from journal import BadInput, Refused
+from journal.errors import BadInput, Refused
 from rewind import output
 
 backup_app = typer.Typer(no_args_is_help=True, help="Snapshots to a local directory or S3, proven restorable.")
