@@ -100,6 +100,11 @@ class Store(ABC):
         with tempfile.TemporaryDirectory(prefix="rewind-staging-") as tmp:
             yield Path(tmp)
 
+    def sync_staged(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """Start now what put_file will need of a staged file besides its SHA-256 (a local store
+        makes it durable), so that the caller can compute the SHA-256 meanwhile. Runs in another
+        thread; put_file must not rely on it having run."""
+
     def local_path(self, key: str) -> Path | None:
         """The object's own file when the store is a directory on this machine, so a reader can
         use it in place instead of copying it; None for remote stores."""

@@ -23,6 +23,14 @@ _CHUNK = 1024 * 1024
 _TMP = ".tmp-"
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(Store):
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -87,15 +95,16 @@ class LocalStore(Store):
         parent = path.absolute().parent
         return parent.parent == self.root.absolute() and parent.name.startswith(_TMP) and path.is_file()
 
+    def sync_staged(self, path: Path) -> None:
+        if self._staged(path):
+            with contextlib.suppress(OSError):  # put_file's own fsync reports it
+                _fsync(path)
+
     def put_file(self, key: str, path: Path, *, sha256: str, progress: Progress | None = None) -> None:
         if self._staged(path):
             final = self._path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # durable before it becomes visible under its key
-            finally:
-                os.close(fd)
+            _fsync(path)  # durable before it becomes visible under its key (cheap after sync_staged)
             self._link(path, final)
             if progress:
                 progress(path.stat().st_size)
