@@ -46,7 +46,8 @@ def test_backup_root_behaves_as_the_full_cli(args: list[str], capsys: pytest.Cap
 
 def test_backup_commands_do_not_import_the_rest(tmp_path: Path) -> None:
     """What `rewind backup create` would pay for at every start: undo planning, the CLI's other
-    commands, Rich (only a terminal or an error needs it), the S3 and SQL toolkits."""
+    commands and the journal's reading and decoding, Rich (only a terminal or an error needs it),
+    the S3 and SQL toolkits; listing a local store needs no database driver at all."""
     script = f"""
 import json, sys
 from rewind import runner
@@ -57,8 +58,9 @@ print(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
     report = json.loads(proc.stdout.splitlines()[-1])
     assert report["code"] == 0
     loaded = {m.split(".")[0] for m in report["modules"]} | set(report["modules"])
-    for heavy in ("rewind.cli", "restore", "rich", "boto3", "botocore", "sqlalchemy", "fastapi", "uvicorn",
-                  "apscheduler", "alembic"):
+    for heavy in ("rewind.cli", "restore", "journal.reading", "journal.gaps", "journal.replication", "psycopg",
+                  "psycopg2", "rich", "boto3", "botocore", "sqlalchemy", "fastapi", "uvicorn", "apscheduler",
+                  "alembic"):
         assert heavy not in loaded, f"{heavy} imported by `rewind backup list --json`"
 
 
