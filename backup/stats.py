@@ -2,7 +2,9 @@
 that share one snapshot.
 
 The largest tables go first and alone, so PostgreSQL can scan each with parallel workers; small
-tables go many to a query, since a round trip costs more than hashing a few rows.
+tables go many to a query, since a round trip costs more than hashing a few rows. A snapshot
+being taken is hashed by the transaction that exported it (stats_in_transaction): no reader to
+connect, and no doubt about which snapshot it saw.
 """
 
 from __future__ import annotations

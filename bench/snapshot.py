@@ -6,9 +6,9 @@ pg_dump/pg_restore binaries (REWIND_PG_BINDIR is set to the cluster's). Each tim
 after a CHECKPOINT. Timed per repeat, order alternating:
 - create:   `python -m rewind backup create --dsn ... --store file:///...` (a whole CLI process:
             Python start-up, exported snapshot, pg_dump with its default compression, per-table
-            counts and content hashes computed at the same time on another connection in the
-            same snapshot (one backend, no parallel workers), SHA-256, the dump linked into the
-            store, manifest) vs `pg_dump -Fc -f file`;
+            counts and content hashes computed at the same time by the exporting transaction
+            (one backend, no parallel workers), SHA-256, the dump linked into the store,
+            manifest) vs `pg_dump -Fc -f file`;
 - verify:   `python -m rewind backup verify --store ... ID --scratch-dsn ...` (SHA-256 of the
             stored dump, create scratch database, single-job pg_restore, recompute counts and
             hashes on two connections with PostgreSQL's parallel workers, compare, drop) vs
