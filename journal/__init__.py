@@ -44,6 +44,8 @@ __all__ = ["Action", "Adopted", "BadInput", "Change", "GapRecord", "InitResult",
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
+        if name.startswith("__"):
+            raise AttributeError(f"module 'journal' has no attribute {name!r}")
         # A submodule used as an attribute (journal.schema, journal.mirror) before anything imported it.
         try:
             return import_module(f"journal.{name}")
