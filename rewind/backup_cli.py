@@ -1,7 +1,5 @@
 """`rewind backup ...`: a thin Typer layer over the backup library."""
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
