@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     import typer
 
-# The settings of the `rewind` root command, shared by rewind.cli.app and backup_root().
+# The settings of the `rewind` root command (rewind.cli.app's), for backup_root();
+# tests/test_cli_entry.py checks that the two agree.
 ROOT_SETTINGS: dict[str, Any] = {"add_completion": False, "no_args_is_help": True,
                                  "pretty_exceptions_enable": False}
 

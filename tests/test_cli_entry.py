@@ -28,6 +28,13 @@ ARGS = [
 ]
 
 
+def test_backup_root_has_the_settings_of_the_full_cli() -> None:
+    full, backup_only = cli.app, runner.backup_root()
+    assert (full._add_completion, full.pretty_exceptions_enable, full.info.no_args_is_help) == (
+        backup_only._add_completion, backup_only.pretty_exceptions_enable, backup_only.info.no_args_is_help)
+    assert full.registered_callback is None  # a root option would have to be given to backup_root() too
+
+
 @pytest.mark.parametrize("args", ARGS, ids=" ".join)
 def test_backup_root_behaves_as_the_full_cli(args: list[str], capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
