@@ -7,10 +7,11 @@ commit time, each change at its own WAL position (`pos`), so the planner orders 
 journal's other changes exactly as it happened and sees later writers of the same rows as
 conflicts. Then `rewind preview/undo --action <id>` work as for any action.
 
-Images come from WAL in PostgreSQL's text form; jsonb_populate_record(NULL::table, image) reads
-them with the columns' own input functions and to_jsonb writes them as the capture triggers do,
-so an adopted change looks like a captured one. Generated columns are not in WAL: an adopted
-image has them NULL (the undo never writes them, but a conflict check may see the difference).
+Images come from WAL in PostgreSQL's text form; each value is cast to its column's type (the
+table's columns now, by name) and written by to_jsonb, as the capture triggers do and stream mode's
+journaling does (journal.ingest.typed_image), so an adopted change looks like a captured one.
+Generated columns are not in WAL: an adopted image has them NULL (the undo never writes them, but
+a conflict check may see the difference).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from psycopg import sql
 
 from journal.connection import connect
 from journal.errors import BadInput, Refused
+from journal.ingest import typed_image
 from journal.schema import require_installed
 
 __all__ = ["ADOPT_ACTOR", "Adopted", "adopt_gap"]
@@ -51,13 +53,17 @@ RETURNING id
 _CHANGES = """
 INSERT INTO rewind.change (tx, pos, tbl, op, before, after, at)
 SELECT %(tx)s, (i->>'lsn')::bigint, %(tbl)s, (i->>'op')::"char",
-       CASE WHEN jsonb_typeof(i->'before') = 'object'
-            THEN to_jsonb(jsonb_populate_record(NULL::{table}, i->'before')) END,
-       CASE WHEN jsonb_typeof(i->'after') = 'object'
-            THEN to_jsonb(jsonb_populate_record(NULL::{table}, i->'after')) END,
+       CASE WHEN jsonb_typeof(i->'before') = 'object' THEN {before} END,
+       CASE WHEN jsonb_typeof(i->'after') = 'object' THEN {after} END,
        g.at
 FROM rewind.gap g CROSS JOIN LATERAL jsonb_array_elements(g.images) i
 WHERE g.id = %(gap)s
+"""
+_COLUMNS = """
+SELECT a.attname, tn.nspname, t.typname
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum
 """
 
 
@@ -89,7 +95,13 @@ def adopt_gap(dsn: str, gap_id: int) -> Adopted:
         tx_row = conn.execute(_TX, {"xid": row[1], "actor": ADOPT_ACTOR, "gap": gap_id}).fetchone()
         assert tx_row is not None
         tx = int(tx_row[0])
-        query = sql.SQL(_CHANGES).format(table=sql.Identifier(schema_name, table_name))
+        table = sql.Identifier(schema_name, table_name).as_string(conn)
+        columns = [(r[0], sql.Identifier(r[1], r[2])) for r in conn.execute(_COLUMNS, (table,))]
+
+        def image(side: str) -> sql.Composable:
+            return typed_image(columns, [sql.SQL("i->{}->>{}").format(sql.Literal(side), sql.Literal(name))
+                                         for name, _ in columns])
+        query = sql.SQL(_CHANGES).format(before=image("before"), after=image("after"))
         changes = conn.execute(query, {"tx": tx, "tbl": tbl, "gap": gap_id}).rowcount
         conn.execute("UPDATE rewind.gap SET adopted_tx = %s WHERE id = %s", (tx, gap_id))
         conn.commit()

@@ -50,7 +50,7 @@ from journal.bypass import DecodedRow, bypass_gap
 from journal.mirror.store import Gap, iso_utc
 from journal.pgoutput import UNCHANGED, Decoder, Delete, Insert, Relation, TupleData, Update, format_lsn, parse_lsn
 
-__all__ = ["CONTEXT_PREFIX", "StreamTx", "ingest", "prepare"]
+__all__ = ["CONTEXT_PREFIX", "StreamTx", "ingest", "prepare", "typed_image"]
 
 CONTEXT_PREFIX: Final = "rewind.context"
 
@@ -389,14 +389,21 @@ def _insert_changes(db: psycopg.Connection[Any], tbl: int, rows: list[tuple[int,
     return _change_insert(columns), params
 
 
+def typed_image(columns: list[tuple[str, sql.Identifier]], texts: list[sql.Composable]) -> sql.Composable:
+    """A jsonb image from each column's text: cast to the column's type and rendered by to_jsonb,
+    which is what to_jsonb(row) does per column. (jsonb_populate_record would not do: it takes a
+    JSON string for a json or jsonb column as a string, not as the document it spells.)"""
+    pairs = [sql.SQL("{}::text, to_jsonb(({})::{})").format(sql.Literal(name), text, typ)
+             for (name, typ), text in zip(columns, texts, strict=True)]
+    calls: list[sql.Composable] = [
+        sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs[i:i + _PAIRS_PER_CALL]))
+        for i in range(0, len(pairs), _PAIRS_PER_CALL)] or [sql.SQL("'{}'::jsonb")]
+    return sql.SQL(" || ").join(calls)
+
+
 def _change_insert(columns: list[tuple[str, sql.Identifier]]) -> sql.Composed:
     def image(side: str) -> sql.Composable:
-        pairs = [sql.SQL("{}::text, to_jsonb(v.{}::{})").format(sql.Literal(name), sql.Identifier(f"{side}{i}"), typ)
-                 for i, (name, typ) in enumerate(columns)]
-        calls: list[sql.Composable] = [
-            sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs[i:i + _PAIRS_PER_CALL]))
-            for i in range(0, len(pairs), _PAIRS_PER_CALL)] or [sql.SQL("'{}'::jsonb")]
-        return sql.SQL(" || ").join(calls)
+        return typed_image(columns, [sql.SQL("v.{}").format(sql.Identifier(f"{side}{i}")) for i in range(len(columns))])
 
     arrays = [sql.SQL("{}::text[]").format(sql.Placeholder(f"{side}{i}"))
               for side in ("b", "a") for i in range(len(columns))]

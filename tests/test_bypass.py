@@ -296,3 +296,32 @@ def test_truncating_an_empty_table_through_the_trigger_is_no_bypass(db: str, sql
             c.execute("TRUNCATE plain")
         wait_for(lambda: db_gaps(db), what="the bypassing TRUNCATE's gap")
     assert [(g[0], g[2]) for g in db_gaps(db)] == [("bypass", "public.plain")]
+
+
+def test_adopted_images_keep_json_documents_and_arrays(dsn: str, conn: psycopg.Connection[Any], sqlite_url: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """WAL spells a jsonb value as text; the adopted image holds the document, not a string of it,
+    so the undo finds the rows as the images say and puts them back exactly."""
+    conn.execute("CREATE TABLE docs (id int PRIMARY KEY, j jsonb, js json, a int[], t text[]);"
+                 "ALTER TABLE docs REPLICA IDENTITY FULL;"
+                 """INSERT INTO docs VALUES (1, '{"k": [1, 2]}', '{"x": 1}', '{1,2}', '{"a b",NULL}'),"""
+                 """(2, '"s"', '[]', '{}', '{}')""")
+    journal.init(dsn)
+    journal.track(dsn, ["public.docs"])
+    before = conn.execute("SELECT d::text FROM docs d ORDER BY id").fetchall()
+    with streaming(dsn, sqlite_url):
+        with connect_as(dsn, "sneaky") as c, c.transaction():
+            c.execute("SET LOCAL session_replication_role = replica")
+            c.execute("""UPDATE docs SET j = '{"k": 3}', js = '[1]', a = '{9}', t = '{z}' WHERE id = 1""")
+            c.execute("DELETE FROM docs WHERE id = 2")
+        gap = wait_for(lambda: db_gaps(dsn), what="the gap")
+    assert gap[0][4] is True  # complete
+    gap_id = rewind_json(capsys, "status", "--dsn", dsn)[1]["gaps"][0]["id"]
+    code, adopted = rewind_json(capsys, "adopt", str(gap_id), "--dsn", dsn)
+    assert code == 0 and adopted["changes"] == 2
+    image = conn.execute("SELECT before FROM rewind.change WHERE tx = %s AND op = 'U'",
+                         (adopted["action"],)).fetchone()[0]  # type: ignore[index]
+    assert image["j"] == {"k": [1, 2]} and image["js"] == {"x": 1} and image["t"] == ["a b", None]
+    code, result = rewind_json(capsys, "undo", "--dsn", dsn, "--action", str(adopted["action"]), "--yes")
+    assert code == 0 and result["rows"] == 2
+    assert conn.execute("SELECT d::text FROM docs d ORDER BY id").fetchall() == before
