@@ -306,17 +306,23 @@ class Streamer:
         that slot's consistent point. A crash before that commit leaves the mirror without a
         checkpoint, and the next start does it all again.
 
-        The new slot is the stream's own; but when one exists already (rewind init --slot, track
-        --mode stream, a first start that crashed) it is kept, and a temporary slot gives the
-        snapshot: the existing slot may hold stream-mode rows that only WAL has. Its transactions
-        before the checkpoint come again as replays, which the mirror skips and the stream-mode
-        journaling and commit stamps do not."""
+        The new slot is the stream's own, and one that exists already (rewind init --slot, a first
+        start that crashed) is dropped first: the copy covers all it holds. Unless a table is (or
+        was) in stream mode: then the existing slot may hold rows that only WAL has, so it is kept
+        and a temporary slot gives the snapshot. Its transactions before the checkpoint come again
+        as replays, which the mirror skips and the stream-mode journaling and commit stamps do not."""
         assert self.mirror is not None
         info = slot_info(db, self.slot)
+        keep = False
         if info is not None:
             check_slot_owner(info, self.database)
-        name = f"{self.slot[:57]}_start" if info is not None else self.slot
-        with exported_snapshot_slot(self.dsn, name, temporary=info is not None) as (lsn, snapshot), \
+            row = db.execute("SELECT EXISTS (SELECT 1 FROM rewind.tracked WHERE mode = 'stream')").fetchone()
+            keep = bool(row and row[0])
+            if not keep:  # the copy covers all it holds: replaying its WAL would be work for nothing
+                self._wait_inactive(db)
+                drop_slot(db, self.slot)
+        name = f"{self.slot[:57]}_start" if keep else self.slot
+        with exported_snapshot_slot(self.dsn, name, temporary=keep) as (lsn, snapshot), \
                 connect(self.dsn, autocommit=False, application_name="rewind-stream") as snap:
             snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             snap.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))

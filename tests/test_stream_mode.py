@@ -439,3 +439,22 @@ def test_a_table_entering_stream_mode_mid_session_is_followed(dsn: str, sqlite_u
         assert "rewind_tables" in streamer.publications
     assert db_scalar(dsn, "SELECT count(*) FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx "
                           "WHERE t.actor = 'agent-m'") == 3
+
+
+def test_writes_before_the_first_start_are_journaled_from_the_kept_slot(dsn: str, sqlite_url: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """track --mode stream creates the slot; what is written before `rewind serve` first runs waits
+    in WAL and is journaled on its first start, into the database and the new mirror."""
+    setup(dsn, "stream")
+    with connect_as(dsn, "agent-early") as c:
+        c.execute("UPDATE pair SET v = 'early' WHERE a = 0")
+        c.execute("DELETE FROM bag WHERE grp = 1")
+    assert db_scalar(dsn, "SELECT count(*) FROM rewind.tx WHERE actor = 'agent-early'") == 0
+    with streaming(dsn, sqlite_url):
+        settle(dsn)
+    assert db_scalar(dsn, "SELECT count(*) FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx "
+                          "WHERE t.actor = 'agent-early'") == 6
+    assert mirror_scalar(sqlite_url, "SELECT count(*) FROM rewind_change") == \
+        db_scalar(dsn, "SELECT count(*) FROM rewind.change")
+    code, actions = rewind_json(capsys, "actions", "--journal", sqlite_url, "--actor", "agent-early")
+    assert code == 0 and [a["changes"] for a in actions] == [3, 3]
