@@ -35,6 +35,27 @@ def _id_time(snap_id: str) -> datetime:
     return datetime.strptime(snap_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
+def interrupted(store: Store, before: datetime) -> dict[str, list[StoredObject]]:
+    """The objects of snapshots begun before `before` that never got their manifest: a create
+    killed half-way. They do not exist for list, verify or restore; only prune removes them."""
+    groups: dict[str, list[StoredObject]] = {}
+    for obj in store.list():
+        snap_id, _, name = obj.key.partition("/")
+        if name and not snap_id.startswith("."):
+            groups.setdefault(snap_id, []).append(obj)
+    out = {}
+    for snap_id, objects in groups.items():
+        if any(o.key.partition("/")[2] == mf.MANIFEST for o in objects):
+            continue
+        try:
+            begun = _id_time(snap_id)
+        except ValueError:
+            continue  # not a snapshot's key: not ours to delete
+        if begun < before:
+            out[snap_id] = objects
+    return out
+
+
 def list_snapshots(store: Store, *, with_verified: bool = True) -> list[SnapshotInfo]:
     groups: dict[str, list[StoredObject]] = {}
     for obj in store.list():

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from backup import manifest as mf
-from backup.catalog import SnapshotInfo, list_snapshots
+from backup.catalog import SnapshotInfo, interrupted, list_snapshots
 from backup.stores import DeleteRefused, Store
 from journal.errors import BadInput
+
+# How old the leftovers of a killed create must be before prune removes them: older than any
+# create still running could be.
+DEBRIS_AGE: Final = timedelta(hours=24)
 
 
 @dataclass
@@ -32,11 +36,14 @@ class PruneResult:
     delete: list[str] = field(default_factory=list)  # planned
     deleted: list[str] = field(default_factory=list)
     locked: dict[str, str] = field(default_factory=dict)  # id -> why the store kept it
+    interrupted: list[str] = field(default_factory=list)  # killed creates (no manifest), removed unless dry run
+    staging: list[str] = field(default_factory=list)  # leftover staging files and directories removed
 
     def as_json(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "keep": [{"id": k, "reasons": v} for k, v in self.keep.items()],
                 "delete": self.delete, "deleted": self.deleted,
-                "locked": [{"id": k, "reason": v} for k, v in self.locked.items()]}
+                "locked": [{"id": k, "reason": v} for k, v in self.locked.items()],
+                "interrupted": self.interrupted, "staging": self.staging}
 
 
 def plan(snaps: list[SnapshotInfo], rule: Retention) -> dict[str, list[str]]:
@@ -75,8 +82,18 @@ def prune(store: Store, rule: Retention, *, dry_run: bool = False) -> PruneResul
     keep = plan(snaps, rule)
     result = PruneResult(dry_run, keep={s.id: keep[s.id] for s in snaps if s.id in keep},
                          delete=[s.id for s in reversed(snaps) if s.id not in keep])
+    cutoff = datetime.now(UTC) - DEBRIS_AGE
+    debris = interrupted(store, cutoff)
+    result.interrupted = sorted(debris)
     if dry_run:
         return result
+    for snap_id, objects in sorted(debris.items()):
+        try:
+            for obj in objects:
+                store.delete(obj.key)
+        except DeleteRefused as exc:
+            result.locked[snap_id] = f"an interrupted create's object is locked ({exc})"
+    result.staging = list(store.remove_stale_staging(cutoff.timestamp()))
     by_id = {s.id: s for s in snaps}
     for snap_id in result.delete:
         # The manifest goes first: once it is gone the snapshot no longer exists, so a run that

@@ -195,6 +195,11 @@ def prune(store: StoreUrl = None,
             output.out.print(f"kept   {snap_id}  [yellow]{result.locked[snap_id]}[/]")
         else:
             output.out.print(f"[red]deleted[/] {snap_id}")
+    for snap_id in result.interrupted:
+        state = "(dry run)" if dry_run else result.locked.get(snap_id, "removed")
+        output.out.print(f"debris {snap_id}  interrupted create, no manifest: {state}")
+    for name in result.staging:
+        output.out.print(f"debris {name}  staging left by a killed run: removed")
 
 
 schedule_app = typer.Typer(help="Cron schedules for create, verify and prune from rewind.toml [backup.schedule].")

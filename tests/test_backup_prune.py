@@ -3,6 +3,8 @@ refusing deletes on S3 (moto over HTTP), which prune reports as kept."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from s3_fixtures import S3
 
 from backup.catalog import SnapshotInfo
 from backup.retention import Retention, plan
+from backup.stores import open_store
 
 moto_endpoint = s3_fixtures.moto_endpoint
 s3 = s3_fixtures.s3
@@ -78,3 +81,36 @@ def test_prune_reports_object_lock_refusals_as_kept(db: str, s3: S3, capsys: pyt
     assert result["deleted"] == [] and [x["id"] for x in result["locked"]] == [ids[0]]
     assert "Object Lock" in result["locked"][0]["reason"]
     assert [s["id"] for s in rewind_json(capsys, "backup", "list", "--store", url)[1]] == ids[::-1]
+
+
+def test_prune_removes_what_killed_creates_left(db: str, tmp_path: Path, s3: S3,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A create killed half-way leaves objects without a manifest (never listed) and, in a local
+    store, its staging directory. Prune removes them once they are a day old, and not before: a
+    create may be running."""
+    old = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y%m%dT%H%M%SZ") + "-aaaaaa"
+    recent = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-bbbbbb"
+    store_dir = tmp_path / "store"
+    local = store_dir.as_uri()
+    bucket = s3.bucket()
+    for url in (local, f"s3://{bucket}/p"):
+        kept = rewind_json(capsys, "backup", "create", "--dsn", db, "--store", url)[1]["id"]
+        store = open_store(url)  # the S3 endpoint and credentials come from the AWS environment
+        for snap_id in (old, recent):
+            store.put_bytes(f"{snap_id}/dump.pgc", b"half a dump")
+        if url == local:
+            stale = store_dir / ".tmp-killed"
+            stale.mkdir()
+            (stale / "dump.pgc").write_bytes(b"x")
+            os.utime(stale, (time.time() - 3 * 86400,) * 2)
+        code, planned = rewind_json(capsys, "backup", "prune", "--store", url, "--keep-last", "5", "--dry-run")
+        assert code == 0 and planned["interrupted"] == [old] and planned["staging"] == []
+        assert store.list(old)  # a dry run removes nothing
+        code, done = rewind_json(capsys, "backup", "prune", "--store", url, "--keep-last", "5")
+        assert code == 0 and done["interrupted"] == [old] and done["deleted"] == []
+        assert store.list(old) == [] and store.list(recent)  # the recent one may still be running
+        assert [s["id"] for s in rewind_json(capsys, "backup", "list", "--store", url)[1]] == [kept]
+        if url == local:
+            assert done["staging"] == [".tmp-killed"] and not stale.exists()
+        code, out, _ = rewind(capsys, "backup", "prune", "--store", url, "--keep-last", "5")
+        assert code == 0 and "debris" not in out

@@ -110,6 +110,11 @@ class Store(ABC):
         use it in place instead of copying it; None for remote stores."""
         return None
 
+    def remove_stale_staging(self, before: float) -> tuple[str, ...]:
+        """Remove staging leftovers of runs killed before `before` (a Unix time) that live in the
+        store itself; their names. Nothing for stores that stage elsewhere."""
+        return ()
+
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
     """`file:///absolute/path` or `s3://bucket/prefix`."""

@@ -83,6 +83,18 @@ class LocalStore(Store):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def remove_stale_staging(self, before: float) -> tuple[str, ...]:
+        removed = []
+        for path in self.root.rglob(f"{_TMP}*") if self.root.is_dir() else []:
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mtime < before:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                    removed.append(path.relative_to(self.root).as_posix())
+        return tuple(sorted(removed))
+
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         if not path.is_file():
