@@ -50,7 +50,7 @@ from journal.bypass import DecodedRow, bypass_gap
 from journal.mirror.store import Gap, iso_utc
 from journal.pgoutput import UNCHANGED, Decoder, Delete, Insert, Relation, TupleData, Update, format_lsn, parse_lsn
 
-__all__ = ["CONTEXT_PREFIX", "StreamTx", "ingest", "prepare", "typed_image"]
+__all__ = ["CONTEXT_PREFIX", "StreamTx", "ingest", "ingest_or_report", "prepare", "typed_image"]
 
 CONTEXT_PREFIX: Final = "rewind.context"
 
@@ -289,6 +289,36 @@ def ingest(db: psycopg.Connection[Any], ready: list[_Ready], names: dict[str, st
         if again:
             _read_back(db, again, out, commit_of, names)
     return out
+
+
+def ingest_or_report(db: psycopg.Connection[Any], ready: list[_Ready], names: dict[str, str],
+                     table_name: Callable[[Relation], str]) -> tuple[Mirrored, list[Gap]]:
+    """ingest, except that a transaction whose values the journal cannot hold (a json value with
+    a NUL escape, which jsonb refuses) becomes a gap instead of failing the batch forever: the
+    stream would retry it after every restart, and WAL would pile up behind it. The batch is tried
+    whole first; after a data error, transaction by transaction."""
+    try:
+        return ingest(db, ready, names), []
+    except psycopg.errors.DataError:
+        pass
+    out, gaps = Mirrored(), []
+    for r in ready:
+        try:
+            one = ingest(db, [r], names)
+        except psycopg.errors.DataError as exc:
+            reason = " ".join(str(exc).split())
+            by_table: dict[int, list[DecodedRow]] = {}
+            for row in r.tx.rows:
+                by_table.setdefault(row[0].oid, []).append(row)
+            for rows in by_table.values():
+                gap = bypass_gap(rows, table_name(rows[0][0]), r.tx.xid, r.tx.commit_lsn, r.tx.commit_time)
+                gap.complete = False  # its images are not journal material either
+                gap.detail = {**(gap.detail or {}), "note": f"stream mode could not journal these rows: {reason}"}
+                gaps.append(gap)
+            continue
+        out.txs += one.txs
+        out.changes += one.changes
+    return out, gaps
 
 
 def _transaction_records(db: psycopg.Connection[Any], ready: list[_Ready], out: Mirrored) -> list[int]:

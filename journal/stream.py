@@ -47,7 +47,7 @@ from journal.bypass import DecodedRow, find_bypasses
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
 from journal.gaps import has_gap_table, record_gaps
-from journal.ingest import CONTEXT_PREFIX, StreamTx, ingest, prepare
+from journal.ingest import CONTEXT_PREFIX, StreamTx, ingest_or_report, prepare
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
 from journal.pgoutput import (
     Begin,
@@ -565,10 +565,11 @@ class Streamer:
         (in the writer's thread)."""
         if streams:  # journaled in the database first: the mirror takes what that wrote
             ready, incomplete = prepare(streams, self._table_id, _qualified)
+            written, refused = ingest_or_report(db, ready, self._names, _qualified)
+            incomplete += refused
             replayed = {r.tx.commit_lsn for r in ready if r.tx.replay}
             batch.gaps += [g for g in incomplete if g.end_lsn not in replayed]
             gaps = gaps + incomplete
-            written = ingest(db, ready, self._names)
             batch.txs += written.txs
             batch.changes += written.changes
         if batch or batch.lsn > self._mirrored:

@@ -458,3 +458,25 @@ def test_writes_before_the_first_start_are_journaled_from_the_kept_slot(dsn: str
         db_scalar(dsn, "SELECT count(*) FROM rewind.change")
     code, actions = rewind_json(capsys, "actions", "--journal", sqlite_url, "--actor", "agent-early")
     assert code == 0 and [a["changes"] for a in actions] == [3, 3]
+
+
+def test_rows_the_journal_cannot_hold_become_a_gap_not_a_stuck_stream(dsn: str, conn: psycopg.Connection[Any],
+                                                                      sqlite_url: str) -> None:
+    """json keeps a NUL escape that jsonb refuses: in journal mode the trigger would fail the
+    write; in stream mode the write is done, and its rows are a gap while the stream goes on."""
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body json); CREATE TABLE marker (id serial PRIMARY KEY)")
+    journal.init(dsn)
+    journal.track(dsn, ["public.notes", "public.marker"], mode="stream")
+    with streaming(dsn, sqlite_url):
+        with connect_as(dsn, "agent-n") as c:
+            c.execute("""INSERT INTO notes VALUES (1, '{"ok": true}')""")
+            c.execute("""INSERT INTO notes VALUES (2, '{"bad": "\\u0000"}')""")
+            c.execute("""UPDATE notes SET body = '{"ok": false}' WHERE id = 1""")
+        settle(dsn)
+        gaps = wait_for(lambda: db_scalar(dsn, "SELECT json_agg(json_build_object('complete', complete, "
+                                               "'changes', changes, 'note', detail->>'note')) FROM rewind.gap"),
+                        what="the gap")
+    assert len(gaps) == 1 and gaps[0]["complete"] is False and gaps[0]["changes"] == 1
+    assert "could not journal" in gaps[0]["note"]
+    assert db_scalar(dsn, "SELECT count(*) FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx "
+                          "WHERE t.actor = 'agent-n'") == 2
