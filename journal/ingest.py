@@ -267,10 +267,11 @@ def ingest(db: psycopg.Connection[Any], ready: list[_Ready], names: dict[str, st
     out = Mirrored()
     if not ready:
         return out
+    lsns = [format_lsn(r.tx.commit_lsn) for r in ready]
     with db.transaction():
-        seen = {row[0] for row in db.execute(_INGESTED, ([format_lsn(r.tx.commit_lsn) for r in ready],))}
-        new = [r for r in ready if format_lsn(r.tx.commit_lsn) not in seen]
-        again = [r for r in ready if format_lsn(r.tx.commit_lsn) in seen and not r.tx.replay]
+        seen = {row[0] for row in db.execute(_INGESTED, (lsns,))}
+        new = [r for r, lsn in zip(ready, lsns, strict=True) if lsn not in seen]
+        again = [r for r, lsn in zip(ready, lsns, strict=True) if lsn in seen and not r.tx.replay]
         commit_of: dict[str, int] = {}  # tx id (text) -> commit LSN, for the mirror's keys
         if new:
             tx_ids = _transaction_records(db, new, out)

@@ -86,7 +86,8 @@ MODES = ("journal", "stream")
 # PostgreSQL 18, and rows written through an inheritance parent are decoded as its children's,
 # which are not tracked.
 _STREAM_BLOCKERS = """
-SELECT (SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a
+SELECT c.oid::regclass::text,
+       (SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''),
        c.relkind <> 'p' AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)
 FROM pg_class c WHERE c.oid = %s
@@ -144,11 +145,11 @@ def _check_streamable(conn: psycopg.Connection, oids: list[int]) -> None:
     for oid in oids:
         row = conn.execute(_STREAM_BLOCKERS, (oid,)).fetchone()
         assert row is not None
-        name = conn.execute("SELECT %s::oid::regclass::text", (oid,)).fetchone()[0]  # type: ignore[index]
-        if row[0]:
+        name, generated, parent = row
+        if generated:
             raise BadInput(f"stream mode cannot capture {name}: WAL does not carry its generated columns "
-                           f"({row[0]}); use --mode journal")
-        if row[1]:
+                           f"({generated}); use --mode journal")
+        if parent:
             raise BadInput(f"stream mode cannot capture {name}: it has inheritance children, whose rows WAL "
                            "names by the child; use --mode journal")
 

@@ -63,14 +63,25 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/journal.sqlite"
 
 
+def other_database(cluster: Cluster, prefix: str) -> Iterator[str]:
+    """A fresh empty database beside the test's own, dropped afterwards (a fixture's body)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = cluster.create_database(name)
+    yield url
+    if cluster.running:
+        cluster.drop_database(name)
+
+
 @pytest.fixture
 def pg_mirror_url(pg_cluster: Cluster) -> Iterator[str]:
     """A journal mirror in another database of the same cluster."""
-    name = f"mirror_{uuid.uuid4().hex[:8]}"
-    url = pg_cluster.create_database(name)
-    yield url
-    if pg_cluster.running:
-        pg_cluster.drop_database(name)
+    yield from other_database(pg_cluster, "mirror")
+
+
+@pytest.fixture
+def twin(pg_cluster: Cluster) -> Iterator[str]:
+    """A second database to run the same workload in, for comparisons."""
+    yield from other_database(pg_cluster, "twin")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

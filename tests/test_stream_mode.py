@@ -6,8 +6,6 @@ a replay journals nothing twice."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -19,7 +17,6 @@ from test_matrix import LOSSY, TYPE_CASES
 
 import journal
 from journal.mirror.store import MirrorStore
-from rewind.devdb import Cluster
 
 TYPED = [c for c in TYPE_CASES if c.id not in LOSSY]
 
@@ -81,16 +78,6 @@ PERSON_WORK = [
     "UPDATE part SET v = -1 WHERE id = 2",  # after the agent's v * 10: a conflict
     "INSERT INTO scratch VALUES (1, 'person again')",  # where the agent truncated: a conflict
 ]
-
-
-@pytest.fixture
-def twin(pg_cluster: Cluster) -> Iterator[str]:
-    """A second fresh database on the same cluster."""
-    name = f"twin_{uuid.uuid4().hex[:8]}"
-    url = pg_cluster.create_database(name)
-    yield url
-    if pg_cluster.running:
-        pg_cluster.drop_database(name)
 
 
 def setup(dsn: str, mode: str) -> None:

@@ -165,6 +165,15 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- The partitions of a partitioned table (direct ones: each recursion walks one level). Inheritance
+-- children of a plain table are not partitions and are not listed.
+CREATE OR REPLACE FUNCTION rewind.partitions(rel regclass) RETURNS SETOF regclass
+LANGUAGE sql STABLE AS $$
+    SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+    JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition
+    WHERE i.inhparent = rel
+$$;
+
 -- The primary key columns of a table, in key order; empty when it has none.
 CREATE OR REPLACE FUNCTION rewind.key_columns(rel regclass) RETURNS text[]
 LANGUAGE sql STABLE AS $$
@@ -212,10 +221,7 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_d AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_delete(%s)', q, tbl);
     EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_t BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_truncate(%s)', q, tbl);
-    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits
-                JOIN pg_catalog.pg_class c ON c.oid = inhrelid
-                WHERE inhparent = rel AND (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) = 'p'
-    LOOP
+    FOR part IN SELECT rewind.partitions(rel) LOOP
         PERFORM rewind.attach(part, tbl);
     END LOOP;
 END $$;
@@ -237,9 +243,7 @@ BEGIN
     IF (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = rel) <> 'f' THEN
         EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', q);
     END IF;
-    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits
-                WHERE inhparent = rel AND (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) = 'p'
-    LOOP
+    FOR part IN SELECT rewind.partitions(rel) LOOP
         PERFORM rewind.attach_stream(part, tbl);
     END LOOP;
 END $$;
@@ -255,9 +259,7 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY %s', rel,
                                   CASE prior WHEN 'd' THEN 'DEFAULT' ELSE 'NOTHING' END);
     END IF;
-    FOR part IN SELECT inhrelid::regclass FROM pg_catalog.pg_inherits i
-                JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition WHERE inhparent = rel
-    LOOP
+    FOR part IN SELECT rewind.partitions(rel) LOOP
         PERFORM rewind.restore_identity(part, prior);
     END LOOP;
 END $$;
