@@ -315,13 +315,14 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
     streamer = journal.Streamer(dsn, url, slot=slot, max_lag_bytes=max_lag_bytes,
                                 heartbeat_seconds=heartbeat_seconds, detect_bypass=detect_bypass)
     streamer.prepare()
-    from rewind import service  # uvicorn and FastAPI: only the long-running commands need them
+    from rewind import priority, service  # uvicorn and FastAPI: only the long-running commands need them
 
     logs.configure("text", secrets=[dsn, url])
     output.err.print(f"rewind: streaming {journal.mask_dsn(dsn)} (slot {streamer.slot}) into "
                      f"{journal.mask_dsn(url)}", markup=False, highlight=False)
     with service.stop_on_signals(threading.Event()) as stop:
-        service.lower_priority(nice)
+        priority.lower_session(nice)
+        priority.lower_thread(nice)
         streamer.run(stop)
     s = streamer.stats
     output.err.print(f"rewind: stopped after {s.changes_total} change(s) in {s.transactions_total} "

@@ -11,7 +11,6 @@ then the scheduler lets a running job finish).
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -24,7 +23,7 @@ import uvicorn
 from backup import config as backup_config
 from backup import schedule
 from journal import BadInput, Streamer, mask_dsn, mirror
-from rewind import api, logs, metrics
+from rewind import api, logs, metrics, priority
 from rewind.config import Settings
 
 log = logging.getLogger("rewind.serve")
@@ -112,13 +111,6 @@ def serve(settings: Settings, stop: threading.Event | None = None) -> int:
         logging.getLogger().removeHandler(handler)
 
 
-def lower_priority(nice: int) -> None:
-    """Lower the calling thread's CPU priority (on Linux nice is per thread, and threads it starts
-    inherit it): the stream and its writer, not the HTTP API or the backup jobs."""
-    if nice > 0:
-        os.nice(nice)
-
-
 def _run(streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socket, stop: threading.Event, *,
          nice: int) -> int:
     host, port = sock.getsockname()[:2]
@@ -127,10 +119,11 @@ def _run(streamer: Streamer, cfg: backup_config.BackupConfig, sock: socket.socke
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                            timeout_graceful_shutdown=5))
     stream_stop = threading.Event()
+    priority.lower_session(nice)  # the whole sidecar below PostgreSQL, when it runs as a service
     http = _Worker("rewind-http", lambda: server.run(sockets=[sock]), stop)
 
     def run_stream() -> None:
-        lower_priority(nice)
+        priority.lower_thread(nice)
         streamer.run(stream_stop)
 
     stream = _Worker("rewind-stream", run_stream, stop)

@@ -101,12 +101,14 @@ def slot_lsns(dsn: str) -> tuple[int, int] | None:
 class RewindProcess:
     """`python -m rewind ARGS` as a child process, to be killed or stopped; its output in a file."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, *,
+                 new_session: bool = False) -> None:
         self.log = log
         self._fh = log.open("ab")
         env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "rewind", *args], stdout=self._fh,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                     start_new_session=new_session)
 
     def kill(self) -> None:
         self.proc.kill()

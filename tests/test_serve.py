@@ -37,9 +37,11 @@ def shop(dsn: str, conn: psycopg.Connection[Any]) -> str:
     return dsn
 
 
-def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: int = 0) -> tuple[RewindProcess, str]:
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: int = 0,
+          new_session: bool = False) -> tuple[RewindProcess, str]:
     """`rewind serve ARGS --http 127.0.0.1:PORT`, and its base URL once it has said where it listens."""
-    proc = RewindProcess(["serve", "--http", f"127.0.0.1:{port}", *args], tmp_path / f"serve-{port}.log", env=env)
+    proc = RewindProcess(["serve", "--http", f"127.0.0.1:{port}", *args], tmp_path / f"serve-{port}.log", env=env,
+                         new_session=new_session)
 
     def port() -> str | None:
         assert proc.proc.poll() is None, proc.output()
@@ -55,6 +57,11 @@ def thread_nice(pid: int) -> dict[str, int]:
         fields = stat.read_text().rsplit(")", 1)[1].split()
         values[int(stat.parent.name)] = int(fields[16])  # nice: field 19 of stat, 17th after the name
     return {"main": values.pop(pid), "stream": max(values.values())}
+
+
+def autogroup_nice(pid: int) -> int:
+    """The nice value of a process's session group (Linux autogroup): "/autogroup-N nice V"."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
 
 
 def get(url: str) -> tuple[int, str]:
@@ -102,6 +109,8 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
         assert seen[("rewind_stream_gaps_total", ())] == 0
         assert ("rewind_stream_transactions_total", ()) in seen
         assert thread_nice(proc.proc.pid) == {"main": 0, "stream": 10}  # the stream yields CPU to PostgreSQL
+        # started from this session (as from a terminal), it leaves the session's group alone
+        assert autogroup_nice(proc.proc.pid) == autogroup_nice(os.getpid())
     finally:
         code = proc.terminate(timeout=10)
     log = proc.output()
@@ -117,6 +126,28 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
     assert serving["slot"].startswith("rewind_") and "***" in serving["dsn"]
     assert any(e["message"].startswith("stopped after 3 change") for e in lines)
     assert pg_cluster.password not in log
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists()
+                    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
+                    reason="the kernel does not group by session (no autogroup)")
+def test_serve_as_a_service_lowers_its_whole_session_below_postgres(shop: str, tmp_path: Path) -> None:
+    """Every PostgreSQL backend leads a session, hence a scheduling group, of its own: a thread's
+    nice counts only inside its group, so a sidecar in a session of its own (a service) must lower
+    the group's to yield to the database."""
+    proc, base = start(tmp_path, "--dsn", shop, "--journal", f"sqlite:///{tmp_path}/journal.sqlite", "--nice", "7",
+                       new_session=True)
+    try:
+        wait_for(lambda: get(base + "/readyz")[0] == 200, what="/readyz 200")
+        with psycopg.connect(shop, autocommit=True) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            assert autogroup_nice(backend) == 0  # PostgreSQL's side keeps normal priority
+        assert autogroup_nice(proc.proc.pid) == 7
+        assert thread_nice(proc.proc.pid) == {"main": 0, "stream": 7}
+    finally:
+        code = proc.terminate(timeout=10)
+    assert code == 0
+    assert "session priority lowered: autogroup nice 7" in proc.output()
 
 
 def test_kill_9_then_restart_on_the_same_port_loses_and_duplicates_nothing(shop: str, tmp_path: Path) -> None:
