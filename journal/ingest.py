@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -77,7 +77,7 @@ WHERE t.oid = ANY(%s::oid[])
 """
 
 # An image: the row's values in its Relation's column order, as text (None for NULL).
-Image = list[str | None]
+Image = Sequence[str | None]
 
 _CHANGE_COPY = "COPY rewind.change (id, tx, pos, tbl, op, before, after, at, src) FROM STDIN"
 _TX_COPY = """COPY rewind.tx (id, xid, actor, role, application, client_addr, pid, run, started_at, commit_lsn,
@@ -228,6 +228,9 @@ def _image(m: Any) -> tuple[str, Image | None, Image | None] | None:
 
 
 def _text(values: TupleData) -> Image:
+    """Values in text: the stream asks for text, so a binary value (hex here) is the exception."""
+    if bytes not in map(type, values):
+        return values  # type: ignore[return-value]  # no bytes, and UNCHANGED was replaced or refused
     return [v.hex() if isinstance(v, bytes) else v for v in values]  # type: ignore[misc]
 
 
@@ -366,12 +369,12 @@ def _copy_changes(db: psycopg.Connection[Any], tbl: int, rows: list[tuple[int, _
         return False
     ids = _next_ids(db, "rewind.change_id_seq", len(rows))
     name = names.get(str(tbl), f"tracked#{tbl}")
+    pg_at = {tx: _pg_timestamptz(at) for tx, at in commit_times.items()}
     with db.cursor().copy(_CHANGE_COPY) as copy:
         for ident, (tx, row), (before, after) in zip(ids, rows, images, strict=True):
-            at = commit_times[tx]
-            copy.write_row((ident, tx, row.pos, tbl, row.op, before, after, at, "s"))
+            copy.write_row((ident, tx, row.pos, tbl, row.op, before, after, commit_times[tx], "s"))
             out.changes.append((commit_of[str(tx)], row.pos, str(ident), str(row.pos), str(tx), str(tbl), name,
-                                row.op, before, after, _pg_timestamptz(at)))
+                                row.op, before, after, pg_at[tx]))
     return True
 
 
