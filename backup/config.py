@@ -32,6 +32,7 @@ jobstore = "sqlite:////var/lib/rewind/jobs.sqlite"
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,20 +61,30 @@ def default_path() -> Path:
     return Path(os.environ.get("REWIND_CONFIG", "rewind.toml"))
 
 
-def load(path: Path | None = None) -> BackupConfig:
-    """Read rewind.toml if present (a missing default file is fine; a missing named one is not)."""
-    explicit = path is not None or "REWIND_CONFIG" in os.environ
-    p = path or default_path()
+def read_document(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """The rewind.toml to read and its parsed content: the file named, else REWIND_CONFIG, else
+    ./rewind.toml if present (a missing default file is fine; a missing named one is not). One
+    resolution for its [backup] and [serve] tables (rewind.config), so both come from one file."""
+    env = os.environ if env is None else env
+    explicit = path is not None or "REWIND_CONFIG" in env
+    p = path or Path(env.get("REWIND_CONFIG", "rewind.toml"))
     if not p.is_file():
         if explicit:
             raise BadInput(f"config file {p} not found")
-        return BackupConfig()
+        return None, {}
     import tomllib  # only when there is a file to read
 
     try:
-        doc = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return p, tomllib.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BadInput(f"cannot read {p}: {exc}") from None
+
+
+def load(path: Path | None = None) -> BackupConfig:
+    """The [backup] table of rewind.toml (see read_document); defaults without a file."""
+    p, doc = read_document(path)
+    if p is None:
+        return BackupConfig()
     section: dict[str, Any] = doc.get("backup", {})
     cfg = BackupConfig(path=p, store=section.get("store"), dsn=section.get("dsn"),
                        scratch_dsn=section.get("scratch_dsn"))

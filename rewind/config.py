@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
+from backup.config import read_document
 from journal.connection import mask_dsn
 from journal.errors import BadInput
 
@@ -139,18 +139,11 @@ def parse_http(text: str) -> tuple[str, int]:
 
 
 def read_toml(path: Path | None, env: Mapping[str, str]) -> tuple[Path | None, dict[str, Any]]:
-    """The file named (or REWIND_CONFIG, or ./rewind.toml if present) and its `[serve]` table; the
-    same resolution as backup.config, so both tables come from one file."""
-    explicit = path is not None or "REWIND_CONFIG" in env
-    p = path or Path(env.get("REWIND_CONFIG", "rewind.toml"))
-    if not p.is_file():
-        if explicit:
-            raise BadInput(f"config file {p} not found")
+    """The rewind.toml read (backup.config.read_document: one file for both tables) and its
+    `[serve]` table."""
+    p, doc = read_document(path, env)
+    if p is None:
         return None, {}
-    try:
-        doc = tomllib.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise BadInput(f"cannot read {p}: {exc}") from None
     section = doc.get("serve", {})
     if not isinstance(section, dict):
         raise BadInput(f"{p}: [serve] must be a table")
