@@ -20,6 +20,27 @@ log = logging.getLogger("rewind.priority")
 
 _AUTOGROUP = Path("/proc/self/autogroup")
 _AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
+_CGROUP = Path("/proc/self/cgroup")
+_V2_ROOT_CONTROLLERS = Path("/sys/fs/cgroup/cgroup.subtree_control")
+
+
+def in_root_cpu_group(cgroup: str, v2_root_controllers: str | None) -> bool:
+    """Whether the kernel schedules this process in the root CPU group, the only one where
+    autogroups apply. cgroup: /proc/self/cgroup; v2_root_controllers: the v2 root's
+    cgroup.subtree_control (None if unreadable). A v1 hierarchy with the cpu controller decides
+    by its path; under v2 a cgroup below the root counts once the root hands out the cpu
+    controller."""
+    v2_path = None
+    for line in cgroup.splitlines():
+        ident, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if ident == "0" and controllers == "":
+            v2_path = path
+        elif "cpu" in controllers.split(","):
+            return path == "/"
+    if v2_path is None or v2_path == "/":
+        return True
+    return v2_root_controllers is None or "cpu" not in v2_root_controllers.split()
 
 
 def lower_thread(nice: int) -> None:
@@ -37,6 +58,10 @@ def lower_session(nice: int) -> int | None:
     try:
         if _AUTOGROUP_ENABLED.read_text().strip() != "1":
             return None
+        if not in_root_cpu_group(_CGROUP.read_text(), _read(_V2_ROOT_CONTROLLERS)):
+            log.info("not lowering the session's priority: a CPU cgroup schedules this process, "
+                     "so its weight decides (CPUWeight= under systemd)")
+            return None
         current = int(_AUTOGROUP.read_text().split()[-1])
         if current < nice:
             _AUTOGROUP.write_text(str(nice))
@@ -45,3 +70,10 @@ def lower_session(nice: int) -> int | None:
         return None
     log.info("session priority lowered: autogroup nice %d", current)
     return current
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None

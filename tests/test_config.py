@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from journal import BadInput
-from rewind import logs
+from rewind import logs, priority
 from rewind.config import DEFAULT_PORT, Settings, load_settings, parse_http
 
 SECRET = "s3cret-pw"
@@ -123,3 +123,15 @@ def test_log_lines_never_carry_a_password(log_format: str) -> None:
         assert second["message"] == "stream failed" and "RuntimeError" in second["exception"]
     else:
         assert "WARNING rewind.test.text: cannot reach" in text and "attempt=2" in text
+
+
+@pytest.mark.parametrize(("cgroup", "v2_root", "root"), [
+    ("4:memory:/x\n1:cpu:/\n0::/\n", None, True),  # v1 cpu at the root (this machine)
+    ("3:cpu,cpuacct:/system.slice/rewind.service\n", None, False),  # v1 cpu below the root
+    ("0::/\n", "cpu memory", True),  # v2, the root cgroup
+    ("0::/system.slice/rewind.service\n", "cpuset cpu io memory pids", False),  # v2 with the cpu controller
+    ("0::/user.slice/session-1.scope\n", "memory pids", True),  # v2 without it: autogroups apply
+    ("0::/system.slice/x.service\n", None, True),
+])
+def test_autogroups_apply_only_in_the_root_cpu_group(cgroup: str, v2_root: str | None, root: bool) -> None:
+    assert priority.in_root_cpu_group(cgroup, v2_root) is root

@@ -52,11 +52,13 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: i
 
 def thread_nice(pid: int) -> dict[str, int]:
     """The nice value of a process's main thread and the highest of its other threads."""
-    values = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        values[int(stat.parent.name)] = int(fields[16])  # nice: field 19 of stat, 17th after the name
+    values = {int(stat.parent.name): nice_of(stat) for stat in Path(f"/proc/{pid}/task").glob("*/stat")}
     return {"main": values.pop(pid), "stream": max(values.values())}
+
+
+def nice_of(stat: Path) -> int:
+    """The nice value in a /proc .../stat file: field 19, the 17th after the command name."""
+    return int(stat.read_text().rsplit(")", 1)[1].split()[16])
 
 
 def autogroup_nice(pid: int) -> int:
@@ -148,6 +150,21 @@ def test_serve_as_a_service_lowers_its_whole_session_below_postgres(shop: str, t
         code = proc.terminate(timeout=10)
     assert code == 0
     assert "session priority lowered: autogroup nice 7" in proc.output()
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists()
+                    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
+                    reason="the kernel does not group by session (no autogroup)")
+def test_stream_as_a_service_lowers_its_session_too(shop: str, tmp_path: Path) -> None:
+    proc = RewindProcess(["stream", "--dsn", shop, "--journal", f"sqlite:///{tmp_path}/journal.sqlite"],
+                         tmp_path / "stream.log", new_session=True)
+    try:
+        wait_for(lambda: "session priority lowered: autogroup nice 10" in proc.output(), what="the priority line")
+        assert autogroup_nice(proc.proc.pid) == 10  # the default
+        assert nice_of(Path(f"/proc/{proc.proc.pid}/stat")) == 10  # and its main thread, which streams
+    finally:
+        code = proc.terminate(timeout=10)
+    assert code == 0, proc.output()
 
 
 def test_kill_9_then_restart_on_the_same_port_loses_and_duplicates_nothing(shop: str, tmp_path: Path) -> None:
