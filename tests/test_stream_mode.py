@@ -6,13 +6,14 @@ a replay journals nothing twice."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
 import pytest
 from helpers import connect_as, database_state, rewind, rewind_json
 from psycopg import sql
-from stream_helpers import db_scalar, mirror_scalar, streaming, wait_for
+from stream_helpers import db_scalar, mirror_rows, mirror_scalar, streaming, wait_for
 from test_matrix import LOSSY, TYPE_CASES
 
 import journal
@@ -467,3 +468,36 @@ def test_rows_the_journal_cannot_hold_become_a_gap_not_a_stuck_stream(dsn: str, 
     assert "could not journal" in gaps[0]["note"]
     assert db_scalar(dsn, "SELECT count(*) FROM rewind.change c JOIN rewind.tx t ON t.id = c.tx "
                           "WHERE t.actor = 'agent-n'") == 2
+
+
+def test_the_copy_path_escapes_what_copy_text_format_reserves(dsn: str, sqlite_url: str) -> None:
+    """Values of the fixed-rule types go in as COPY text the sidecar writes itself: backslashes,
+    tabs, newlines and carriage returns in text and in json's own whitespace must arrive as they
+    were, in the database and in the mirror."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE plain (id int PRIMARY KEY, t text, j json, b jsonb)")
+        c.execute("CREATE TABLE marker (id serial PRIMARY KEY)")
+    journal.init(dsn)
+    journal.track(dsn, ["public.plain", "public.marker"], mode="stream")
+    texts = ["a \\ backslash\tand a tab", "a newline\nand a return\r", "\\N", "\\.", 'quote " \\" \\\\']
+    with streaming(dsn, sqlite_url):
+        with connect_as(dsn, "agent") as c:
+            for i, text in enumerate(texts):
+                c.execute("INSERT INTO plain VALUES (%s, %s, %s, %s)",
+                          (i, text, '{\n\t"k": "v\\\\"\r\n}', psycopg.types.json.Jsonb({"k": text})))
+            c.execute("UPDATE plain SET t = t || E'\\\\\\t'")
+        settle(dsn)
+        with psycopg.connect(dsn) as c:
+            mismatched = c.execute("""
+                SELECT c.op, c.before, c.after, to_jsonb(p) FROM rewind.change c
+                JOIN rewind.tracked k ON k.id = c.tbl AND k.table_name = 'plain'
+                JOIN plain p ON p.id = (coalesce(c.after, c.before)->>'id')::int
+                WHERE (c.op = 'I' AND c.after::text <> (to_jsonb(p) - 't' || jsonb_build_object('t',
+                          left(p.t, length(p.t) - 2)))::text)
+                   OR (c.op = 'U' AND c.after <> to_jsonb(p))""").fetchall()
+            in_db = {str(pos): after for pos, after in c.execute(
+                "SELECT pos, after FROM rewind.change WHERE src = 's' AND after ? 't'")}
+        assert mismatched == [] and len(in_db) == 2 * len(texts)
+    in_mirror = {str(pos): json.loads(after) for pos, after in mirror_rows(
+        sqlite_url, "SELECT pos, after FROM rewind_change WHERE after LIKE '%\"t\"%'")}
+    assert in_mirror == in_db

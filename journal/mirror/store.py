@@ -10,6 +10,7 @@ replay from the slot starts exactly where the mirror stopped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +41,12 @@ def iso_utc(text: str | None) -> str | None:
     """A timestamptz as PostgreSQL writes it under TimeZone=UTC, in the mirror's fixed width."""
     if text is None:
         return None
+    if _MIRROR_TIME.match(text):  # already in it (most are): no parse
+        return text
     return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+_MIRROR_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00\Z")
 
 
 def now_text() -> str:
