@@ -51,7 +51,6 @@ from journal.ingest import CONTEXT_PREFIX, StreamTx, ingest_or_report, prepare
 from journal.mirror.store import TRACKED_COLUMNS, Batch, Gap, MirrorStore, iso_utc, now_text
 from journal.pgoutput import (
     Begin,
-    Commit,
     Decoder,
     Message,
     Relation,
@@ -88,6 +87,7 @@ HEARTBEAT_PREFIX: Final = "rewind.heartbeat"
 TRUNCATE_PREFIX: Final = "rewind.truncate"  # capture_truncate of an empty table: nothing to journal
 
 _OID = struct.Struct(">I")
+_COMMIT_END = struct.Struct(">q")  # a Commit's end LSN: after its kind, flags and commit LSN
 # After reading what had arrived, a busy stream waits this long before reading again: one wake-up
 # per message arrival (a commit's worth, under OLTP) would cost a context switch each, on the cores
 # the database needs; at most this much is added to the lag.
@@ -515,9 +515,9 @@ class Streamer:
                 begin = decoder.decode(payload)
                 assert isinstance(begin, Begin)
                 tx = _Tx(begin, skip=begin.final_lsn < mirrored)
-            elif kind == 67:  # Commit
-                commit = decoder.decode(payload)
-                assert isinstance(commit, Commit) and tx is not None
+            elif kind == 67:  # Commit: only its end LSN is needed (the Begin had the commit time)
+                end_lsn = _COMMIT_END.unpack_from(payload, 10)[0]
+                assert tx is not None
                 if tx.context is not None and streamed:
                     self._take_streamed(tx, streams)
                 bypasses = self._bypasses(tx) if tx.rows else []
@@ -529,7 +529,7 @@ class Streamer:
                     batch.gaps += bypasses
                 stamps += [(i, tx.lsn_text, tx.commit_time) for i in tx.stamps]
                 gaps += bypasses
-                batch.lsn = max(batch.lsn, commit.end_lsn)
+                batch.lsn = max(batch.lsn, end_lsn)
                 if not pending_since:
                     pending_since = time.monotonic()
                 tx = None
