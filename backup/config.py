@@ -57,10 +57,6 @@ class BackupConfig:
     jobstore: str | None = None
 
 
-def default_path() -> Path:
-    return Path(os.environ.get("REWIND_CONFIG", "rewind.toml"))
-
-
 def read_document(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Path | None, dict[str, Any]]:
     """The rewind.toml to read and its parsed content: the file named, else REWIND_CONFIG, else
     ./rewind.toml if present (a missing default file is fine; a missing named one is not). One
