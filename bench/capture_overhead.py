@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
@@ -52,12 +52,16 @@ from rewind.devdb import Cluster
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import BENCH_SETTINGS, finish
+from process_cpu import ProcessCPU
 
 # Durable, production-like settings instead of the dev defaults (fsync/full_page_writes off).
 
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
 _TPS = re.compile(r"^tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)",
                   re.M)
+_TRANSACTIONS = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+CPU_GROUPS = ("backends", "walsenders", "rewind serve", "rewind's backend", "pg_recvlogical", "server, other",
+              "pgbench client")
 
 
 def pg_env(cluster: Cluster, dbname: str) -> dict[str, str]:
@@ -84,14 +88,48 @@ def prepare(cluster: Cluster, dbname: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def run_once(cluster: Cluster, dbname: str, clients: int, seconds: int, protocol: str) -> float:
+def run_once(cluster: Cluster, dbname: str, args: argparse.Namespace, consumers: dict[str, int],
+             then: Callable[[], object] | None = None) -> tuple[float, dict[str, float]]:
+    """One pgbench run (and `then`, the sidecar's catch-up, inside the same CPU accounting): its
+    TPS and, with --cpu, the CPU microseconds per transaction of each process group."""
     prepare(cluster, dbname)
-    out = pgbench(cluster, dbname, ["-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds),
-                                    "-M", protocol])
-    m = _TPS.search(out)
-    if m is None:
+    classify = _classifier(cluster, dbname, consumers) if args.cpu else (lambda pid, cmdline: None)
+    with ProcessCPU(classify) as cpu:
+        out = pgbench(cluster, dbname, ["-n", "-c", str(args.clients), "-j", str(args.clients), "-T",
+                                        str(args.seconds), "-M", args.protocol])
+        if then is not None:
+            then()
+    m, n = _TPS.search(out), _TRANSACTIONS.search(out)
+    if m is None or n is None:
         raise RuntimeError(f"no TPS in pgbench output:\n{out}")
-    return float(m.group(1))
+    return float(m.group(1)), {group: used / int(n.group(1)) * 1e6 for group, used in cpu.seconds.items()}
+
+
+def _classifier(cluster: Cluster, dbname: str, consumers: dict[str, int]) -> Callable[[int, str], str | None]:
+    """Process groups for the CPU accounting of a run on dbname. The sidecar's own database
+    connections (application_name rewind-*) are asked for now: a reconnect changes them."""
+    with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
+        rewind_backends = {int(r[0]) for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'rewind%' "
+            "AND backend_type = 'client backend'")}
+    by_pid = {pid: name for name, pid in consumers.items()}
+    server = cluster.bin("postgres")
+
+    def classify(pid: int, cmdline: str) -> str | None:
+        if pid in by_pid:
+            return by_pid[pid]
+        if pid in rewind_backends:
+            return "rewind's backend"
+        if cmdline.startswith(cluster.bin("pgbench")):
+            return "pgbench client"
+        if cmdline.startswith("postgres: walsender"):
+            return "walsenders"
+        if cmdline.startswith("postgres: ") and f" {dbname} " in cmdline:
+            return "backends"
+        if cmdline.startswith(("postgres: ", server)):
+            return "server, other"
+        return None
+    return classify
 
 
 def journal_size(cluster: Cluster, dbname: str) -> tuple[int, str]:
@@ -109,7 +147,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def sidecar(dsn: str) -> Iterator[None]:
+def sidecar(dsn: str) -> Iterator[int]:
     """`rewind serve` as its own process in a session of its own (as a service manager starts
     it), until it answers /readyz; stopped with SIGTERM."""
     port = free_port()
@@ -132,14 +170,14 @@ def sidecar(dsn: str) -> Iterator[None]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("rewind serve did not become ready:\n" + log.read_text())
                 time.sleep(0.2)
-            yield
+            yield proc.pid
         finally:
             proc.terminate()
             proc.wait(60)
 
 
 @contextmanager
-def bare_consumer(cluster: Cluster, dbname: str) -> Iterator[None]:
+def bare_consumer(cluster: Cluster, dbname: str) -> Iterator[int]:
     """pg_recvlogical on the database's slot, with the sidecar's options and priority (its session's
     group at rewind's default nice), discarding what it receives."""
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
@@ -153,7 +191,7 @@ def bare_consumer(cluster: Cluster, dbname: str) -> Iterator[None]:
     with suppress(OSError):  # no autogroup: then the priority is the same as the sidecar's anyway
         Path(f"/proc/{proc.pid}/autogroup").write_text(str(DEFAULT_NICE))
     try:
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
@@ -184,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="pgbench -M query mode (default simple, pgbench's default)")
     p.add_argument("--mode", choices=["journal", "stream"], default="journal",
                    help="capture mode of the tracked side (stream: with `rewind serve` running)")
+    p.add_argument("--cpu", action="store_true",
+                   help="also account CPU time per transaction by process group (backends, walsenders, the "
+                        "sidecar, ...), sampled from /proc: steadier than TPS on a shared machine")
     args = p.parse_args(argv)
     target = 0.85 if args.mode == "stream" else 0.80
 
@@ -214,18 +255,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  tracked: " + ", ".join(f"{t.table} (key {','.join(t.key_columns) or 'none'}, {t.mode})"
                                         for t in tracked))
         sys.stdout.flush()
-        with ExitStack() as consumers:
+        consumers: dict[str, int] = {}
+        with ExitStack() as stack:
             if args.mode == "stream":
-                consumers.enter_context(sidecar(tracked_dsn))
-                consumers.enter_context(bare_consumer(cluster, sides["decoding"]))
-            tps = rounds(cluster, sides, args, tracked_dsn)
+                consumers["rewind serve"] = stack.enter_context(sidecar(tracked_dsn))
+                consumers["pg_recvlogical"] = stack.enter_context(bare_consumer(cluster, sides["decoding"]))
+            tps, cpu = rounds(cluster, sides, args, tracked_dsn, consumers)
+        if args.cpu:
+            report_cpu(cpu)
         report(cluster, sides, tps, target)
     return 0
 
 
-def rounds(cluster: Cluster, sides: dict[str, str], args: argparse.Namespace,
-           tracked_dsn: str) -> dict[str, list[float]]:
+def rounds(cluster: Cluster, sides: dict[str, str], args: argparse.Namespace, tracked_dsn: str,
+           consumers: dict[str, int]) -> tuple[dict[str, list[float]], dict[str, list[dict[str, float]]]]:
     tps: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    lags: list[float] = []
     print()
     print(f"{'round':>5}  {'side':<9}  {'TPS':>10}")
     names = list(sides)
@@ -233,12 +279,26 @@ def rounds(cluster: Cluster, sides: dict[str, str], args: argparse.Namespace,
         shift = (rnd - 1) % len(names)  # each side takes each place in the order in turn
         order = names[shift:] + names[:shift]
         for side in order:
-            value = run_once(cluster, sides[side], args.clients, args.seconds, args.protocol)
+            then = (lambda: lags.append(caught_up(tracked_dsn))) \
+                if side == "tracked" and args.mode == "stream" else None
+            value, used = run_once(cluster, sides[side], args, consumers, then)
             tps[side].append(value)
-            lag = f"  (sidecar caught up {caught_up(tracked_dsn):.2f} s after the run)" \
-                if side == "tracked" and args.mode == "stream" else ""
+            cpu[side].append(used)
+            lag = f"  (sidecar caught up {lags[-1]:.2f} s after the run)" if then is not None else ""
             print(f"{rnd:>5}  {side:<9}  {value:>10.1f}{lag}", flush=True)
-    return tps
+    return tps, cpu
+
+
+def report_cpu(cpu: dict[str, list[dict[str, float]]]) -> None:
+    """Median CPU microseconds per transaction by process group and side (/proc user + system)."""
+    groups = [g for g in CPU_GROUPS if any(g in run for runs in cpu.values() for run in runs)]
+    print()
+    print("CPU per transaction, microseconds (median of the rounds; /proc user + system time of each group):")
+    print(f"{'side':<9}  " + "  ".join(f"{g:>{max(len(g), 6)}}" for g in groups) + f"  {'total':>6}")
+    for side, runs in cpu.items():
+        med = {g: statistics.median(run.get(g, 0.0) for run in runs) for g in groups}
+        print(f"{side:<9}  " + "  ".join(f"{med[g]:>{max(len(g), 6)}.0f}" for g in groups)
+              + f"  {statistics.median(sum(run.values()) for run in runs):>6.0f}")
 
 
 def report(cluster: Cluster, sides: dict[str, str], tps: dict[str, list[float]], target: float) -> None:
