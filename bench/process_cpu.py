@@ -58,7 +58,7 @@ class ProcessCPU:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
-        self._last.update(_snapshot())
+        self._merge(_snapshot())
         totals: dict[str, float] = {}
         for pid, (cmdline, used) in self._last.items():
             group = self._classify(pid, cmdline)
@@ -68,4 +68,12 @@ class ProcessCPU:
 
     def _sample(self) -> None:
         while not self._stop.wait(self._interval):
-            self._last.update(_snapshot())
+            self._merge(_snapshot())
+
+    def _merge(self, snapshot: dict[int, tuple[str, float]]) -> None:
+        """Take the newer CPU time, but keep the command line seen before: an exiting process (a
+        backend whose connection closed) still shows its time, with an empty command line."""
+        for pid, (cmdline, used) in snapshot.items():
+            if not cmdline and pid in self._last:
+                cmdline = self._last[pid][0]
+            self._last[pid] = (cmdline, used)

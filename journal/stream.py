@@ -490,7 +490,10 @@ class Streamer:
                     time.sleep(_DRAIN_PAUSE)
                     continue
                 busy = pending_since or writer.written < submitted
-                select.select([stream], [], [], 0.02 if busy else min(0.1, self.heartbeat_seconds))
+                # Woken by the server, with a row or only a keepalive (the walsender sends one after
+                # each commit anywhere in the cluster while the slot's confirmed position trails its
+                # own, and that is every commit of another database): read, then pause as above.
+                drained = bool(select.select([stream], [], [], 0.02 if busy else min(0.1, self.heartbeat_seconds))[0])
                 continue
 
             drained = True
