@@ -40,7 +40,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import psycopg
@@ -93,8 +93,8 @@ def run_once(cluster: Cluster, dbname: str, args: argparse.Namespace, consumers:
     """One pgbench run (and `then`, the sidecar's catch-up, inside the same CPU accounting): its
     TPS and, with --cpu, the CPU microseconds per transaction of each process group."""
     prepare(cluster, dbname)
-    classify = _classifier(cluster, dbname, consumers) if args.cpu else (lambda pid, cmdline: None)
-    with ProcessCPU(classify) as cpu:
+    cpu = ProcessCPU(_classifier(cluster, dbname, consumers)) if args.cpu else None
+    with cpu or nullcontext():  # without --cpu, no sampling beside the measured run
         out = pgbench(cluster, dbname, ["-n", "-c", str(args.clients), "-j", str(args.clients), "-T",
                                         str(args.seconds), "-M", args.protocol])
         if then is not None:
@@ -102,7 +102,8 @@ def run_once(cluster: Cluster, dbname: str, args: argparse.Namespace, consumers:
     m, n = _TPS.search(out), _TRANSACTIONS.search(out)
     if m is None or n is None:
         raise RuntimeError(f"no TPS in pgbench output:\n{out}")
-    return float(m.group(1)), {group: used / int(n.group(1)) * 1e6 for group, used in cpu.seconds.items()}
+    seconds = cpu.seconds if cpu else {}
+    return float(m.group(1)), {group: used / int(n.group(1)) * 1e6 for group, used in seconds.items()}
 
 
 def _classifier(cluster: Cluster, dbname: str, consumers: dict[str, int]) -> Callable[[int, str], str | None]:
@@ -113,14 +114,14 @@ def _classifier(cluster: Cluster, dbname: str, consumers: dict[str, int]) -> Cal
             "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'rewind%' "
             "AND backend_type = 'client backend'")}
     by_pid = {pid: name for name, pid in consumers.items()}
-    server = cluster.bin("postgres")
+    server, client = cluster.bin("postgres"), cluster.bin("pgbench")
 
     def classify(pid: int, cmdline: str) -> str | None:
         if pid in by_pid:
             return by_pid[pid]
         if pid in rewind_backends:
             return "rewind's backend"
-        if cmdline.startswith(cluster.bin("pgbench")):
+        if cmdline.startswith(client):
             return "pgbench client"
         if cmdline.startswith("postgres: walsender"):
             return "walsenders"
