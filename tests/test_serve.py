@@ -27,6 +27,10 @@ from journal.replication import open_stream
 from rewind.devdb import Cluster
 
 _PORT = re.compile(r"http://127\.0\.0\.1:(\d+)")
+needs_autogroup = pytest.mark.skipif(
+    not Path("/proc/self/autogroup").exists()
+    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
+    reason="the kernel does not group by session (no autogroup)")
 
 
 @pytest.fixture
@@ -130,9 +134,7 @@ def test_serve_streams_reports_and_stops_cleanly(shop: str, tmp_path: Path, pg_c
     assert pg_cluster.password not in log
 
 
-@pytest.mark.skipif(not Path("/proc/self/autogroup").exists()
-                    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
-                    reason="the kernel does not group by session (no autogroup)")
+@needs_autogroup
 def test_serve_as_a_service_lowers_its_whole_session_below_postgres(shop: str, tmp_path: Path) -> None:
     """Every PostgreSQL backend leads a session, hence a scheduling group, of its own: a thread's
     nice counts only inside its group, so a sidecar in a session of its own (a service) must lower
@@ -152,9 +154,7 @@ def test_serve_as_a_service_lowers_its_whole_session_below_postgres(shop: str, t
     assert "session priority lowered: autogroup nice 7" in proc.output()
 
 
-@pytest.mark.skipif(not Path("/proc/self/autogroup").exists()
-                    or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
-                    reason="the kernel does not group by session (no autogroup)")
+@needs_autogroup
 def test_stream_as_a_service_lowers_its_session_too(shop: str, tmp_path: Path) -> None:
     proc = RewindProcess(["stream", "--dsn", shop, "--journal", f"sqlite:///{tmp_path}/journal.sqlite"],
                          tmp_path / "stream.log", new_session=True)
