@@ -62,7 +62,9 @@ def lower_session(nice: int) -> int | None:
             log.info("not lowering the session's priority: a CPU cgroup schedules this process, "
                      "so its weight decides (CPUWeight= under systemd)")
             return None
-        current = int(_AUTOGROUP.read_text().split()[-1])
+        current = autogroup_nice(_AUTOGROUP.read_text())
+        if current is None:  # the boot-time default group, which cannot be reniced
+            return None
         if current < nice:
             _AUTOGROUP.write_text(str(nice))
             current = nice
@@ -70,6 +72,14 @@ def lower_session(nice: int) -> int | None:
         return None
     log.info("session priority lowered: autogroup nice %d", current)
     return current
+
+
+def autogroup_nice(text: str) -> int | None:
+    """The nice value in a /proc/PID/autogroup file ("/autogroup-N nice V"). The file is empty
+    for a process still in the default group it got at boot (no session was ever started above
+    it since autogroups were enabled), which is not an autogroup the kernel lets one renice."""
+    fields = text.split()
+    return int(fields[-1]) if fields else None
 
 
 def _read(path: Path) -> str | None:

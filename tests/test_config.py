@@ -135,3 +135,12 @@ def test_log_lines_never_carry_a_password(log_format: str) -> None:
 ])
 def test_autogroups_apply_only_in_the_root_cpu_group(cgroup: str, v2_root: str | None, root: bool) -> None:
     assert priority.in_root_cpu_group(cgroup, v2_root) is root
+
+
+@pytest.mark.parametrize(("text", "nice"), [
+    ("/autogroup-238542 nice 0\n", 0),
+    ("/autogroup-7 nice 10\n", 10),
+    ("", None),  # the boot-time default group, as for a process whose ancestors never started a session
+])
+def test_autogroup_nice_reads_the_group_or_none(text: str, nice: int | None) -> None:
+    assert priority.autogroup_nice(text) == nice
