@@ -22,8 +22,14 @@ consumed by pg_recvlogical (PostgreSQL's own C client, writing to /dev/null, at 
 instead of the sidecar. It is the ceiling of any consumer of this stream: what the capture and
 PostgreSQL's walsender cost with nothing journaled.
 
+--reference (journal mode) adds two databases with the trigger designs the journal-mode target
+was set against (sql/reference_triggers.sql): "generic", a to_jsonb(OLD)/to_jsonb(NEW) audit row
+trigger, and "lean", the rows' text into an unindexed table. Measured in the same rounds, they
+show what this machine gives today for the figures quoted from other days.
+
     .venv/bin/python bench/capture_overhead.py                    # full: scale 10, 3 x 20 s each
     .venv/bin/python bench/capture_overhead.py --mode stream      # stream mode, with rewind serve
+    .venv/bin/python bench/capture_overhead.py --reference        # + the issue's reference triggers
     .venv/bin/python bench/capture_overhead.py --seconds 3 --rounds 1 --scale 1   # smoke run
 """
 
@@ -44,6 +50,7 @@ from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 import journal
 from journal.replication import JOURNAL_PUBLICATIONS, TABLES_PUBLICATION
@@ -59,6 +66,8 @@ from process_cpu import ProcessCPU
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
 _TPS = re.compile(r"^tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)",
                   re.M)
+REFERENCE_TRIGGERS = Path(__file__).with_name("sql") / "reference_triggers.sql"
+REFERENCES = ("generic", "lean")
 _TRANSACTIONS = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 CPU_GROUPS = ("backends", "walsenders", "rewind serve", "rewind's backend", "pg_recvlogical", "server, other",
               "pgbench client")
@@ -131,6 +140,16 @@ def _classifier(cluster: Cluster, dbname: str, consumers: dict[str, int]) -> Cal
             return "server, other"
         return None
     return classify
+
+
+def install_reference(cluster: Cluster, dbname: str, kind: str) -> None:
+    """One of the reference audit triggers on every pgbench table of dbname."""
+    with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
+        conn.execute(REFERENCE_TRIGGERS.read_text())
+        for table in PGBENCH_TABLES:
+            conn.execute(sql.SQL("CREATE TRIGGER bench_audit AFTER INSERT OR UPDATE OR DELETE ON {} "
+                                 "FOR EACH ROW EXECUTE FUNCTION {}()").format(
+                sql.Identifier(table), sql.Identifier(f"bench_audit_{kind}")))
 
 
 def journal_size(cluster: Cluster, dbname: str) -> tuple[int, str]:
@@ -226,7 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cpu", action="store_true",
                    help="also account CPU time per transaction by process group (backends, walsenders, the "
                         "sidecar, ...), sampled from /proc: steadier than TPS on a shared machine")
+    p.add_argument("--reference", action="store_true",
+                   help="journal mode: also measure the reference audit triggers (generic to_jsonb, lean row text)")
     args = p.parse_args(argv)
+    if args.reference and args.mode == "stream":
+        p.error("--reference measures journal-mode references; leave out --mode stream")
     target = 0.85 if args.mode == "stream" else 0.80
 
     settings = dict(BENCH_SETTINGS)
@@ -244,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sides = {"untracked": "bench_untracked", "tracked": "bench_tracked"}
         if args.mode == "stream":
             sides["decoding"] = "bench_decoding"
+        for kind in REFERENCES if args.reference else ():
+            sides[kind] = f"bench_{kind}"
         for dbname in sides.values():
             cluster.create_database(dbname)
             t0 = time.perf_counter()
@@ -253,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for side in ("tracked", "decoding") if args.mode == "stream" else ("tracked",):
             journal.init(cluster.dsn(sides[side]))
             tracked = journal.track(cluster.dsn(sides[side]), [f"public.{t}" for t in PGBENCH_TABLES], mode=args.mode)
+        for kind in REFERENCES if args.reference else ():
+            install_reference(cluster, sides[kind], kind)
         print("  tracked: " + ", ".join(f"{t.table} (key {','.join(t.key_columns) or 'none'}, {t.mode})"
                                         for t in tracked))
         sys.stdout.flush()
@@ -317,6 +344,9 @@ def report(cluster: Cluster, sides: dict[str, str], tps: dict[str, list[float]],
     if "decoding" in tps:
         ratios["decoding/untracked TPS (capture + walsender + pg_recvlogical: any consumer's ceiling)"] = \
             med["decoding"] / med["untracked"]
+    for kind in REFERENCES:
+        if kind in tps:
+            ratios[f"{kind} reference trigger/untracked TPS"] = med[kind] / med["untracked"]
     ratios["tracked/untracked TPS"] = med["tracked"] / med["untracked"]
     finish(f"tracked/untracked TPS >= {target:.2f}", ratios)
 
