@@ -24,6 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from backup import config as backup_config
+from journal.connection import mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
 
 log = logging.getLogger("rewind.backup.schedule")
@@ -137,6 +138,29 @@ def run_job(name: str, config_path: str | None) -> dict[str, Any]:
     return {"job": name, "ok": ok, "duration_s": round(duration, 3), **detail}
 
 
+def check_jobstore(url: str | None) -> None:
+    """A one-line BadInput, before anything starts, when the job store cannot be opened: a bad
+    URL, a missing driver, an unreachable database."""
+    if not url:
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise BadInput(f"unusable job store {mask_dsn(url)}: {mask_text(str(exc), url)}") from None
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None)
+        reason = " ".join(mask_text(str(orig if orig is not None else exc), url).split())
+        raise BadInput(f"cannot open job store {mask_dsn(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
 def start_scheduler(cfg: backup_config.BackupConfig, *, jobstore: str | None = None,
                     served_dsn: str | None = None) -> BaseScheduler:
     """A started background scheduler with one job per [backup.schedule] entry, in a persistent
@@ -148,6 +172,7 @@ def start_scheduler(cfg: backup_config.BackupConfig, *, jobstore: str | None = N
         raise BadInput("no jobs: add cron expressions under [backup.schedule] in rewind.toml "
                        "(create, verify, prune)")
     url = jobstore or cfg.jobstore
+    check_jobstore(url)
     store = SQLAlchemyJobStore(url=url, tablename="rewind_backup_jobs") if url else MemoryJobStore()
     sched = BackgroundScheduler(jobstores={"default": store}, timezone=UTC,
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})

@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from backup import content_hash
 from backup import manifest as mf
 from backup.stats import compute_stats, list_tables, stats_in_transaction
 from backup.stores import Progress, Store
 from backup.tools import find_tool
-from journal.connection import connect, mask_dsn, mask_text
-from journal.errors import BadInput, Refused
+from journal.connection import connect, mask_dsn, mask_text, parse_dsn
+from journal.errors import Refused
 
 REWIND_VERSION = "0.1.0"
 
@@ -30,10 +29,7 @@ REWIND_VERSION = "0.1.0"
 def libpq_target(dsn: str) -> tuple[str, dict[str, str]]:
     """A conninfo for a client program without the password, which goes in PGPASSWORD instead of
     argv (where `ps` would show it)."""
-    try:
-        info = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise BadInput(f"malformed DSN {mask_dsn(dsn)}: {mask_text(str(exc), dsn)}") from None
+    info = parse_dsn(dsn)
     env = dict(os.environ)
     password = info.pop("password", None)
     if password is not None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from journal.reading import Action, Change, list_actions, row_history, show_action
     from journal.schema import InitResult, init
     from journal.selection import Selection
-    from journal.stream import Streamer, StreamStats, create_stream_slot
+    from journal.stream import Streamer, StreamStats, check_stream_slot, create_stream_slot
     from journal.timespec import parse_time
     from journal.tracking import Status, TrackedTable, resolve_table, status, track, tracked_ids, untrack
 
@@ -29,16 +29,16 @@ _WHERE = {
     "show_action": "reading",
     "InitResult": "schema", "init": "schema",
     "Selection": "selection",
-    "Streamer": "stream", "StreamStats": "stream", "create_stream_slot": "stream",
+    "Streamer": "stream", "StreamStats": "stream", "check_stream_slot": "stream", "create_stream_slot": "stream",
     "parse_time": "timespec",
     "Status": "tracking", "TrackedTable": "tracking", "resolve_table": "tracking", "status": "tracking",
     "track": "tracking", "tracked_ids": "tracking", "untrack": "tracking",
 }
 
 __all__ = ["Action", "Adopted", "BadInput", "Change", "GapRecord", "InitResult", "Refused", "RewindError", "Selection",
-           "SlotStatus", "Status", "StreamStats", "Streamer", "TrackedTable", "adopt_gap", "capture_check", "connect",
-           "create_stream_slot", "gaps_between", "init", "list_actions", "mask_dsn", "parse_time", "resolve_table",
-           "row_history", "show_action", "status", "track", "tracked_ids", "untrack"]
+           "SlotStatus", "Status", "StreamStats", "Streamer", "TrackedTable", "adopt_gap", "capture_check",
+           "check_stream_slot", "connect", "create_stream_slot", "gaps_between", "init", "list_actions", "mask_dsn",
+           "parse_time", "resolve_table", "row_history", "show_action", "status", "track", "tracked_ids", "untrack"]
 
 
 def __getattr__(name: str) -> Any:

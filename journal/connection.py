@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from journal.errors import BadInput
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+# The password runs to the last @ before the host part: unencoded, it may hold spaces or an @.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^/?#]*)(?P<tail>@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*(?:'|$)|\S+)", re.I)
 
 
 def mask_dsn(dsn: str) -> str:
@@ -24,21 +26,28 @@ def mask_text(text: str, dsn: str) -> str:
     out = text.replace(dsn, mask_dsn(dsn))
     try:
         password = conninfo_to_dict(dsn).get("password")
-    except psycopg.ProgrammingError:
-        password = None
+    except psycopg.ProgrammingError:  # unparsable, as when its password holds a space: libpq quotes it
+        found = _URL_PASSWORD.search(dsn)
+        return out.replace(f'"{found["pw"]}"', '"***"') if found and found["pw"] else out
     if password:
         out = out.replace(str(password), "***")
     return out
+
+
+def parse_dsn(dsn: str) -> dict[str, Any]:
+    """The DSN's parameters, or a one-line BadInput with the DSN and libpq's reason masked."""
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = " ".join(mask_text(str(exc), dsn).split())
+        raise BadInput(f"malformed DSN {mask_dsn(dsn)}: {reason}") from None
 
 
 def connect(dsn: str | None, *, autocommit: bool = True, application_name: str = "rewind") -> psycopg.Connection:
     """Open a connection or fail with a one-line BadInput naming the masked DSN."""
     if not dsn:
         raise BadInput("no database given: pass --dsn or set REWIND_DSN")
-    try:
-        info = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise BadInput(f"malformed DSN {mask_dsn(dsn)}: {mask_text(str(exc), dsn)}") from None
+    info = parse_dsn(dsn)
     info.setdefault("application_name", application_name)
     info.setdefault("connect_timeout", 10)
     try:

@@ -17,9 +17,9 @@ import psycopg
 import psycopg2
 import psycopg2.extras
 import psycopg2.sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
-from journal.connection import mask_dsn, mask_text
+from journal.connection import parse_dsn
 from journal.errors import BadInput
 from journal.pgoutput import parse_lsn
 
@@ -121,10 +121,7 @@ def check_slot_owner(info: SlotInfo, dbname: str) -> None:
 
 
 def _replication_conninfo(dsn: str) -> str:
-    try:
-        info = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise BadInput(f"malformed DSN {mask_dsn(dsn)}: {mask_text(str(exc), dsn)}") from None
+    info = parse_dsn(dsn)
     settings = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
     info["options"] = f"{info.get('options') or ''} {settings}".strip()
     info.setdefault("application_name", "rewind-stream")

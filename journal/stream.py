@@ -716,6 +716,18 @@ def _qualified(rel: Relation) -> str:
     return f"{rel.namespace}.{rel.name}"
 
 
+def check_stream_slot(dsn: str, slot: str | None = None) -> str:
+    """The stream slot's name, once it is known that create_stream_slot can take it: a valid name,
+    and no slot of that name for another database or plugin. `rewind init --slot` asks first, so
+    that bad input installs nothing."""
+    with connect(dsn) as db:
+        name = check_slot_name(slot) if slot else default_slot_name(db.info.dbname)
+        info = slot_info(db, name)
+        if info is not None:
+            check_slot_owner(info, db.info.dbname)
+        return name
+
+
 def create_stream_slot(dsn: str, slot: str | None = None) -> str:
     """`rewind init --slot`: create the stream's slot ahead of the first `rewind stream`, so WAL
     is retained for it from now on. Returns the slot's name; an existing one is kept."""

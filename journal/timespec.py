@@ -16,7 +16,10 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     m = _RELATIVE.match(text)
     if m:
-        return now - timedelta(**{_UNITS[m[2].lower()]: float(m[1])})
+        try:
+            return now - timedelta(**{_UNITS[m[2].lower()]: float(m[1])})
+        except OverflowError:
+            raise BadInput(f"malformed time {text!r}: further back than the calendar goes") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -32,11 +33,27 @@ Json = Annotated[bool, typer.Option("--json", help="JSON on stdout, nothing else
 Actors = Annotated[list[str] | None, typer.Option("--actor", help="Actor glob (agent-*); repeatable.")]
 Roles = Annotated[list[str] | None, typer.Option("--role", help="Database role; repeatable.")]
 Runs = Annotated[list[str] | None, typer.Option("--run", help="Run id (rewind.run); repeatable.")]
-ActionIds = Annotated[list[int] | None, typer.Option("--action", help="Action id; repeatable.")]
+BIGINT_MAX = 2**63 - 1  # ids are bigint: anything larger names nothing, and the database would only fail on it
+ActionIds = Annotated[list[int] | None, typer.Option("--action", min=1, max=BIGINT_MAX,
+                                                     help="Action id; repeatable.")]
 Since = Annotated[str | None, typer.Option("--since", help="ISO-8601 or relative (15m, 2h, 3d).")]
 Until = Annotated[str | None, typer.Option("--until", help="ISO-8601 or relative (15m, 2h, 3d).")]
 Tables = Annotated[list[str] | None, typer.Option("--table", help="schema.table; repeatable.")]
 OnConflict = Annotated[restore.Policy, typer.Option("--on-conflict", help="abort, skip or merge.")]
+MaxRows = Annotated[int, typer.Option("--max-rows", min=0, help="Refuse an undo that would touch more rows.")]
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+
+
+def _fingerprint(value: str | None) -> str | None:
+    """A plan fingerprint as `rewind preview` prints it (16 hex digits); anything else is a typo,
+    not a stale plan."""
+    if value is not None and not _FINGERPRINT.fullmatch(value):
+        raise BadInput(f"malformed plan fingerprint {value!r}: use the 16 hex digits `rewind preview` printed")
+    return value
+
+
+PlanFingerprint = Annotated[str | None, typer.Option("--plan", callback=_fingerprint, help="Fingerprint from "
+                                                     "`rewind preview`; refused if the database moved since.")]
 
 
 def _need(dsn: str | None) -> str:
@@ -83,6 +100,8 @@ def init(dsn: Dsn, event_triggers: Annotated[bool, typer.Option(
                                                        "rewind_<database>).")] = None,
          as_json: Json = False) -> None:
     """Install or upgrade the rewind schema (Alembic migrations). Safe to run again."""
+    if slot or slot_name:
+        journal.check_stream_slot(dsn, slot_name)  # a bad slot name installs nothing
     res = journal.init(dsn, event_triggers=event_triggers)
     slot_created = journal.create_stream_slot(dsn, slot_name) if slot or slot_name else None
     if as_json:
@@ -153,7 +172,7 @@ def status(dsn: Dsn, slot: Annotated[str | None, typer.Option("--slot", help="Th
 
 
 @app.command()
-def adopt(gap: Annotated[int, typer.Argument(help="Gap id from `rewind status`.")], dsn: Dsn,
+def adopt(gap: Annotated[int, typer.Argument(min=1, max=BIGINT_MAX, help="Gap id from `rewind status`.")], dsn: Dsn,
           as_json: Json = False) -> None:
     """Journal a complete bypass gap's rows as an action (actor rewind:bypass), so that
     `rewind preview/undo --action` can undo the writes that went around the triggers."""
@@ -168,7 +187,7 @@ def adopt(gap: Annotated[int, typer.Argument(help="Gap id from `rewind status`."
 @app.command()
 def actions(dsn: OptionalDsn = None, actor: Actors = None, role: Roles = None, run: Runs = None,
             action: ActionIds = None, since: Since = None, until: Until = None, table: Tables = None,
-            limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 1000,
+            limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 1000,
             journal_url: JournalUrl = None, as_json: Json = False) -> None:
     """One row per transaction: actor, role, run, time, tables and counts."""
     sel = _selection(dsn, actor, role, run, action, since, until, table, journal_url)
@@ -181,7 +200,7 @@ def actions(dsn: OptionalDsn = None, actor: Actors = None, role: Roles = None, r
 
 
 @app.command()
-def show(action_id: Annotated[int, typer.Argument(help="Action id from `rewind actions`.")],
+def show(action_id: Annotated[int, typer.Argument(min=1, max=BIGINT_MAX, help="Action id from `rewind actions`.")],
          dsn: OptionalDsn = None, journal_url: JournalUrl = None, as_json: Json = False) -> None:
     """Every change an action made, with before/after diffs."""
     action, changes = (mirror.show_action(journal_url, action_id) if journal_url is not None
@@ -227,17 +246,19 @@ def _print_plan(plan: restore.Plan, show_sql: bool, as_json: bool) -> None:
         output.plan(plan)
 
 
-def _confirm(yes: bool, plan_fp: str | None, preview_fn: Callable[[], restore.Plan]) -> str | None:
-    """A person presses the final button: on a terminal, show the plan and ask; elsewhere --yes."""
+def _confirm(yes: bool, plan_fp: str | None, preview_fn: Callable[[], restore.Plan], *,
+             as_json: bool) -> str | None:
+    """A person presses the final button: on a terminal, show the plan and ask; elsewhere --yes.
+    With --json the plan and the question go to stderr: stdout holds the JSON result only."""
     if yes:
         return plan_fp
     if not sys.stdin.isatty():
         raise BadInput("refusing to apply without confirmation: pass --yes (stdin is not a terminal)")
     plan = preview_fn()
-    output.plan(plan)
+    output.plan(plan, console="err" if as_json else "out")
     if plan_fp is not None and plan_fp != plan.fingerprint:
         raise journal.Refused(f"the database moved since the preview: plan {plan_fp} is now {plan.fingerprint}")
-    if not typer.confirm("Apply this undo?", default=False):
+    if not typer.confirm("Apply this undo?", default=False, err=as_json):
         raise typer.Exit(1)
     return plan.fingerprint
 
@@ -246,9 +267,8 @@ def _confirm(yes: bool, plan_fp: str | None, preview_fn: Callable[[], restore.Pl
 def undo(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, action: ActionIds = None,
          since: Since = None, until: Until = None, table: Tables = None,
          on_conflict: OnConflict = restore.Policy.ABORT,
-         plan: Annotated[str | None, typer.Option("--plan", help="Fingerprint from `rewind preview`; "
-                                                   "refused if the database moved since.")] = None,
-         max_rows: Annotated[int, typer.Option("--max-rows")] = restore.DEFAULT_MAX_ROWS,
+         plan: PlanFingerprint = None,
+         max_rows: MaxRows = restore.DEFAULT_MAX_ROWS,
          fire_triggers: Annotated[bool, typer.Option("--fire-triggers", help="Let the tables' own "
                                                      "triggers run during the undo.")] = False,
          yes: Annotated[bool, typer.Option("--yes", help="Apply without asking.")] = False,
@@ -256,7 +276,7 @@ def undo(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, a
     """Apply the undo in one transaction; journaled as actor rewind:undo."""
     sel = _selection(dsn, actor, role, run, action, since, until, table)
     sel.require_narrow()
-    plan = _confirm(yes, plan, lambda: restore.preview(dsn, sel, policy=on_conflict))
+    plan = _confirm(yes, plan, lambda: restore.preview(dsn, sel, policy=on_conflict), as_json=as_json)
     result = restore.undo(dsn, sel, policy=on_conflict, plan=plan, max_rows=max_rows,
                           fire_triggers=fire_triggers)
     output.emit_json(result.as_json()) if as_json else output.undo_result(result)
@@ -265,8 +285,8 @@ def undo(dsn: Dsn, actor: Actors = None, role: Roles = None, run: Runs = None, a
 @app.command(name="restore")
 def restore_cmd(dsn: Dsn, to: Annotated[str, typer.Option("--to", help="ISO-8601 or relative (15m, 2h).")],
                 table: Tables = None, on_conflict: OnConflict = restore.Policy.ABORT,
-                plan: Annotated[str | None, typer.Option("--plan")] = None,
-                max_rows: Annotated[int, typer.Option("--max-rows")] = restore.DEFAULT_MAX_ROWS,
+                plan: PlanFingerprint = None,
+                max_rows: MaxRows = restore.DEFAULT_MAX_ROWS,
                 fire_triggers: Annotated[bool, typer.Option("--fire-triggers")] = False,
                 dry_run: Annotated[bool, typer.Option("--preview", help="Only show the plan.")] = False,
                 show_sql: Annotated[bool, typer.Option("--sql")] = False,
@@ -284,7 +304,7 @@ def restore_cmd(dsn: Dsn, to: Annotated[str, typer.Option("--to", help="ISO-8601
         assert isinstance(p, restore.Plan)
         return p
 
-    fp = _confirm(yes, plan, preview_restore)
+    fp = _confirm(yes, plan, preview_restore, as_json=as_json)
     result = restore.restore_to(dsn, when, tables=tables, policy=on_conflict, plan=fp, max_rows=max_rows,
                                 fire_triggers=fire_triggers)
     assert isinstance(result, restore.UndoResult)
@@ -298,10 +318,10 @@ def stream(dsn: Dsn, journal_url: Annotated[str | None, typer.Option(
            slot: Annotated[str | None, typer.Option("--slot", help="Replication slot (default "
                                                     "rewind_<database>); created on first start.")] = None,
            max_lag_bytes: Annotated[int | None, typer.Option(
-               "--max-lag-bytes", help="Past this much WAL behind, recreate the slot and record a gap "
+               "--max-lag-bytes", min=1, help="Past this much WAL behind, recreate the slot and record a gap "
                "instead of letting WAL fill the disk.")] = None,
            heartbeat_seconds: Annotated[float, typer.Option(
-               "--heartbeat-seconds", help="How often to measure lag and, when idle, let the slot release "
+               "--heartbeat-seconds", min=0.01, help="How often to measure lag and, when idle, let the slot release "
                "WAL.")] = 10.0,
            detect_bypass: Annotated[bool, typer.Option(
                "--bypass-detection/--no-bypass-detection", help="Also read the tracked tables' own changes "

@@ -90,10 +90,10 @@ def action_header(a: Action) -> None:
         out.print(f"  DDL: [bold red]{d}[/]")
 
 
-def plan(p: Plan) -> None:
+def plan(p: Plan, *, console: str = "out") -> None:
     from rich.table import Table
 
-    out = _console("out")
+    out = _console(console)
     out.print(f"[bold]undo plan {p.fingerprint}[/]  ({p.changes} journaled changes in {len(p.actions)} "
               f"action(s); on conflict: {p.policy})")
     table = Table()

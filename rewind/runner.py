@@ -53,12 +53,12 @@ def run(app: typer.Typer, args: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except typer.Abort:
         return 1
-    except typer.TyperException as exc:  # usage errors: unknown option, missing value
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            output.err.print(f"rewind: {exc}", markup=False)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing or bad value
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "rewind"
+        hint = f" (see {where} --help)" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())  # one line, as every other error
+        output.err.print(f"{where}: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
         return 2
     return code if isinstance(code, int) else 0
 

@@ -93,6 +93,8 @@ def serve(settings: Settings, stop: threading.Event | None = None) -> int:
     dsn = settings.dsn
     url = settings.journal or mirror.default_journal_url(dsn)
     cfg = _backup_config(settings)
+    if cfg.schedule:
+        schedule.check_jobstore(cfg.jobstore)
     sock = listen(settings.host, settings.port)
     try:
         streamer = Streamer(dsn, url, slot=settings.slot, max_lag_bytes=settings.max_lag,

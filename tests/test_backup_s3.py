@@ -138,6 +138,14 @@ def test_unreachable_endpoint_and_missing_credentials_are_clear(db: str, s3: S3,
     assert code == 2 and "no AWS credentials" in err, err
     code, out, err = rewind(capsys, "backup", "list", "--store", "s3://no-such-bucket-here/p")
     assert code == 2
+    for endpoint in ("notaurl", "http://[bad"):  # botocore's own check of the URL: one line too
+        code, out, err = rewind(capsys, "backup", "--endpoint-url", endpoint, "list", "--store", f"s3://{bucket}/p")
+        assert code == 2 and "bad endpoint URL" in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    code, out, err = rewind(capsys, "backup", "--endpoint-url", "http://admin:key-secret@127.0.0.1:9", "list",
+                            "--store", f"s3://{bucket}/p")
+    assert code == 2 and "cannot reach http://admin:***@127.0.0.1:9" in err and "key-secret" not in err, err
 
 
 def test_sse_kms_with_a_key_id(db: str, s3: S3, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

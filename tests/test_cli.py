@@ -3,6 +3,7 @@ refusals, and bad input. Every test runs the real command against a real Postgre
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -357,6 +358,14 @@ def test_restore_to_a_time(shop: str, conn: psycopg.Connection[Any], capsys: pyt
     (["undo", "--action", "999999", "--yes"], "unknown action id"),
     (["history", "customers", "--pk", "{bad json"], "malformed --pk"),
     (["track", "public.nope"], "unknown table"),
+    (["actions", "--since", "99999999d"], "malformed time"),  # before the calendar: not a traceback
+    (["show", "99999999999999999999"], "not in the range"),  # beyond bigint
+    (["actions", "--limit", "-1"], "--limit"),
+    (["undo", "--actor", "a", "--plan", "garbage", "--yes"], "malformed plan fingerprint"),  # a typo, not stale
+    (["undo", "--actor", "a", "--max-rows", "-5", "--yes"], "--max-rows"),
+    (["preview", "--actor", "a", "--on-conflict", "bogus"], "--on-conflict"),  # usage errors: one line too
+    (["stream", "--heartbeat-seconds", "-1"], "--heartbeat-seconds"),
+    (["stream", "--max-lag-bytes", "-1"], "--max-lag-bytes"),
 ])
 def test_bad_input_exits_2_and_changes_nothing(shop: str, conn: psycopg.Connection[Any],
                                                capsys: pytest.CaptureFixture[str], args: list[str],
@@ -379,6 +388,24 @@ def test_unreachable_or_wrong_dsn_masks_the_password(pg_cluster: Cluster, capsys
     assert code == 2 and "s3cret-pw" not in err + out and len(err.strip().splitlines()) == 1
     code, out, err = rewind(capsys, "status", "--dsn", pg_cluster.dsn("no_such_db"))
     assert code == 2 and pg_cluster.password not in err
+    spaced = "postgresql://u:s3cret PW@127.0.0.1:1/db"  # unparsable: libpq quotes the password back
+    code, out, err = rewind(capsys, "status", "--dsn", spaced)
+    assert code == 2 and "s3cret" not in err + out and len(err.strip().splitlines()) == 1, err
+
+
+def test_init_with_a_bad_slot_name_installs_nothing(dsn: str, conn: psycopg.Connection[Any],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = rewind(capsys, "init", "--dsn", dsn, "--slot-name", "Bad Slot!")
+    assert code == 2 and "bad slot name" in err
+    assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'rewind'").fetchone() == (0,)
+
+
+def test_a_reader_of_a_missing_mirror_creates_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    typo = tmp_path / "jounral.sqlite"
+    for args in (["actions"], ["show", "1"], ["history", "public.t", "--pk", "1"]):
+        code, out, err = rewind(capsys, *args, "--journal", f"sqlite:///{typo}")
+        assert code == 2 and "no rewind journal mirror" in err, (args, err)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_order_follows_time_across_long_lived_connections(shop: str, conn: psycopg.Connection[Any],

@@ -249,6 +249,12 @@ def test_bad_input_is_one_line_exit_2(shop: str, tmp_path: Path, pg_cluster: Clu
     cron.write_text(f'[backup]\nstore = "{tmp_path.as_uri()}"\n[backup.schedule]\ncreate = "hourly"\n')
     storeless = tmp_path / "storeless.toml"
     storeless.write_text('[backup.schedule]\ncreate = "0 * * * *"\n')
+    jobstore = tmp_path / "jobstore.toml"  # an unreachable job store: found before the stream starts
+    jobstore.write_text(f'[backup]\nstore = "{tmp_path.as_uri()}"\n[backup.schedule]\ncreate = "0 * * * *"\n'
+                        'jobstore = "postgresql://u:pw-secret@127.0.0.1:1/jobs"\n')
+    driverless = tmp_path / "driverless.toml"
+    driverless.write_text(f'[backup]\nstore = "{tmp_path.as_uri()}"\n[backup.schedule]\ncreate = "0 * * * *"\n'
+                          'jobstore = "bogus://x"\n')
     wrong = shop.replace(pg_cluster.password, "wrong-secret")
     cases: list[tuple[list[str], str]] = [
         ([], "no database given"),
@@ -264,6 +270,8 @@ def test_bad_input_is_one_line_exit_2(shop: str, tmp_path: Path, pg_cluster: Clu
         (["--dsn", shop, "--config", str(storeless)], "needs a [backup] store"),
         (["--dsn", shop, "--log-format", "xml"], "--log-format"),
         (["--dsn", shop, "--slot", "Bad-Name", "--journal", sqlite], "slot name"),
+        (["--dsn", shop, "--journal", sqlite, "--config", str(jobstore)], "cannot open job store"),
+        (["--dsn", shop, "--journal", sqlite, "--config", str(driverless)], "unusable job store"),
     ]
     try:
         for args, expected in cases:
@@ -273,3 +281,4 @@ def test_bad_input_is_one_line_exit_2(shop: str, tmp_path: Path, pg_cluster: Clu
             assert "pw-secret" not in err and "wrong-secret" not in err and pg_cluster.password not in err
     finally:
         taken.close()
+    assert slot_lsns(shop) is None and not Path(tmp_path, "j.sqlite").exists()  # nothing started

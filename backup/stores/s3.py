@@ -26,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from backup.stores import DeleteRefused, NotFound, ObjectExists, Progress, Store, StoredObject, StoreError, StoreOptions
+from journal.connection import mask_dsn
 from journal.errors import BadInput
 
 _CHUNK = 1024 * 1024
@@ -36,10 +37,11 @@ def _code(exc: ClientError) -> str:
 
 
 def _reason(exc: Exception) -> str:
+    """One line; botocore's messages quote the endpoint URL, credentials and all: masked."""
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         return f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
-    return " ".join(str(exc).split())
+    return mask_dsn(" ".join(str(exc).split()))
 
 
 class S3Store(Store):
@@ -53,9 +55,13 @@ class S3Store(Store):
             retries["max_attempts"] = options.max_attempts
         config = Config(s3={"addressing_style": "path" if options.path_style else "auto"}, retries=retries,
                         connect_timeout=10, read_timeout=120)
-        self.client = boto3.session.Session().client("s3", endpoint_url=options.endpoint_url,
-                                                     region_name=options.region, config=config)
-        self.endpoint = str(self.client.meta.endpoint_url)
+        try:
+            self.client = boto3.session.Session().client("s3", endpoint_url=options.endpoint_url,
+                                                         region_name=options.region, config=config)
+        except ValueError as exc:  # botocore's check of the endpoint URL
+            raise BadInput(f"store {self.url}: bad endpoint URL {mask_dsn(options.endpoint_url or '')!r}: "
+                           f"{exc}") from None
+        self.endpoint = mask_dsn(str(self.client.meta.endpoint_url))  # credentials in the URL are not shown
 
     # ------------------------------------------------------------------ helpers
 

@@ -142,6 +142,9 @@ class MirrorStore:
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise BadInput(f"unusable journal URL {mask_dsn(url)}: {exc}") from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        path = self.engine.url.database if self.is_sqlite else None
+        if not upgrade and path and path != ":memory:" and not Path(path).exists():
+            raise BadInput(f"no rewind journal mirror at {mask_dsn(url)}")  # a reader creates no file
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
