@@ -103,6 +103,17 @@ WHERE p.tbl = %(tbl)s AND p.action = %(action)s AND p.apply LIMIT %(per_table)s
 
 _OP_NAMES = {"I": "insert", "U": "update", "D": "delete"}
 
+_OWN_TRIGGERS = """
+SELECT n.nspname, c.relname, tg.tgname, tg.tgenabled
+FROM (SELECT %(relid)s::regclass AS relid  -- pg_partition_tree lists nothing for a plain table
+      UNION SELECT relid FROM pg_partition_tree(%(relid)s)) p
+JOIN pg_trigger tg ON tg.tgrelid = p.relid
+JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT tg.tgisinternal AND tg.tgenabled <> 'D' AND tg.tgname <> 'rewind_capture_t'
+  AND (p.relid = %(relid)s::regclass OR tg.tgparentid = 0)
+ORDER BY p.relid <> %(relid)s::regclass, c.relname, tg.tgname
+"""
+
 
 class Policy(StrEnum):
     ABORT = "abort"
@@ -332,7 +343,10 @@ class Planner:
                       GROUP BY q.tbl, q.key) m
                 WHERE p.tbl = m.tbl AND p.key = m.key
             """)
-            self.conn.execute("UPDATE rw_plan SET apply = false WHERE conflict IS NOT NULL AND action <> 'U'")
+            # A row someone deleted since has no columns left to revert: skipped, like any
+            # conflict that is not an update.
+            self.conn.execute("UPDATE rw_plan SET apply = false WHERE conflict IS NOT NULL "
+                              "AND (action <> 'U' OR actual IS NULL)")
 
     def _one(self, query: sql.Composed, params: dict[str, Any]) -> Any:
         row = self.conn.execute(query, params).fetchone()
@@ -359,7 +373,9 @@ class Planner:
 
     def fingerprint(self) -> str:
         stats = self._stats()
-        digest = hashlib.sha256(f"{sorted(self.txs)}|{stats.rows}|{stats.digest}|{self.policy}".encode())
+        # The tables too: one action's plan on one table must not pass for its plan on another.
+        scope = sorted(self.tables), sorted(self.by_rule.items())
+        digest = hashlib.sha256(f"{sorted(self.txs)}|{scope}|{stats.rows}|{stats.digest}|{self.policy}".encode())
         return digest.hexdigest()[:16]
 
     def summary(self, *, conflict_limit: int = 100, samples_per_table: int = 3, with_sql: bool = False) -> Plan:
@@ -492,11 +508,12 @@ class Planner:
         out = []
         modes = {"O": "", "A": "ALWAYS", "R": "REPLICA"}
         for t in order:
-            for name, enabled in self.conn.execute(
-                    "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
-                    "AND tgenabled <> 'D' AND tgname <> 'rewind_capture_t'", (t.relid,)):
-                self.conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(t.ident, sql.Identifier(name)))
-                out.append((t.ident, name, modes[enabled]))
+            # The table's and, under a partitioned table, its partitions' own (a trigger cloned from
+            # the root's sleeps with it).
+            for schema, name, trigger, enabled in self.conn.execute(_OWN_TRIGGERS, {"relid": t.relid}):
+                ident = sql.Identifier(schema, name)
+                self.conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(ident, sql.Identifier(trigger)))
+                out.append((ident, trigger, modes[enabled]))
         return out
 
     def _labels(self) -> dict[int, str]:

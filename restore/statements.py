@@ -388,15 +388,25 @@ def script_rows(t: TableInfo) -> sql.Composed:
     """Row-level statements with the same effect as the set-based apply, for a DBA to read
     (and run, if they prefer): the plan's rows rendered as literals by PostgreSQL itself."""
     table_text = sql.Literal(t.ident.as_string(None))
+    # Which row a statement means, as apply matches it: the key's typed values (so an array key
+    # is not matched by containment), or without a key the whole row's image, equal.
+    match: sql.Composable
+    if t.key:
+        match = sql.SQL("format('(%%s) = (SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r)', "
+                        "{ckeys}, {rkeys}, {tt}, p.key)").format(
+            ckeys=sql.Literal(", ".join("c." + sql.Identifier(c).as_string(None) for c in t.key)),
+            rkeys=sql.Literal(", ".join("r." + sql.Identifier(c).as_string(None) for c in t.key)), tt=table_text)
+    else:
+        match = sql.SQL("format('to_jsonb(c.*) = %%L::jsonb', p.key)")
     return sql.SQL("""
         SELECT CASE p.action
-          WHEN 'D' THEN format('DELETE FROM %%s WHERE ctid = '
-                               '(SELECT ctid FROM %%s c WHERE to_jsonb(c.*) @> %%L::jsonb LIMIT 1);',
-                               {tt}, {tt}, p.key)
+          WHEN 'D' THEN format('DELETE FROM %%s WHERE (tableoid, ctid) = '
+                               '(SELECT c.tableoid, c.ctid FROM %%s c WHERE %%s LIMIT 1);',
+                               {tt}, {tt}, {match})
           WHEN 'U' THEN format('UPDATE %%s c SET (%%s) = '
                                '(SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r) '
-                               'WHERE to_jsonb(c.*) @> %%L::jsonb;',
-                               {tt}, {cols}, {rcols}, {tt}, p.target, p.key)
+                               'WHERE %%s;',
+                               {tt}, {cols}, {rcols}, {tt}, p.target, {match})
           ELSE format('INSERT INTO %%s (%%s) {ov} SELECT %%s FROM jsonb_populate_record(NULL::%%s, %%L::jsonb) r;',
                       {tt}, {wcols}, {rwcols}, {tt}, p.target)
         END
@@ -404,7 +414,7 @@ def script_rows(t: TableInfo) -> sql.Composed:
         WHERE p.tbl = %(tbl)s AND p.apply AND p.action = %(action)s
         ORDER BY p.key::text
     """).format(
-        tt=table_text,
+        tt=table_text, match=match,
         cols=sql.Literal(", ".join(sql.Identifier(c).as_string(None) for c in t.updatable)),
         rcols=sql.Literal(", ".join("r." + sql.Identifier(c).as_string(None) for c in t.updatable)),
         wcols=sql.Literal(", ".join(sql.Identifier(c).as_string(None) for c in t.writable)),

@@ -1,0 +1,94 @@
+"""Undo at its edges: merge against a row someone deleted, the plan fingerprint's scope, triggers
+defined on a partition, and the `--sql` script on partitions and on array rows. Each is a case a
+review found undone or wrong; each runs the real CLI against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import connect_as, rewind, rewind_json, table_state
+
+
+def tracked(conn: psycopg.Connection[Any], dsn: str, capsys: pytest.CaptureFixture[str], ddl: str) -> None:
+    conn.execute(ddl)
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    assert rewind(capsys, "track", "--dsn", dsn, "--all")[0] == 0
+
+
+def test_merge_skips_a_row_deleted_since_and_reverts_the_rest(dsn: str, conn: psycopg.Connection[Any],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    tracked(conn, dsn, capsys, "CREATE TABLE c (id int PRIMARY KEY, name text);"
+                               "INSERT INTO c SELECT g, 'n' || g FROM generate_series(1, 3) g")
+    with connect_as(dsn, "agent-7") as a:
+        a.execute("UPDATE c SET name = 'agent' WHERE id IN (1, 2)")
+    with connect_as(dsn, "alice") as p:
+        p.execute("DELETE FROM c WHERE id = 1")
+    code, plan = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7", "--on-conflict", "merge")
+    assert code == 0 and plan["tables"]["public.c"]["update"] == 1
+    assert [(c["pk"], c["resolution"]) for c in plan["conflicts"]] == [({"id": 1}, "skipped")]
+    code, result = rewind_json(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--on-conflict", "merge",
+                               "--plan", plan["plan"], "--yes")
+    assert code == 0 and result["rows"] == 1 and result["skipped"] == 1
+    assert conn.execute("SELECT id, name FROM c ORDER BY id").fetchall() == [(2, "n2"), (3, "n3")]
+
+
+def test_the_fingerprint_names_the_tables_it_covers(dsn: str, conn: psycopg.Connection[Any],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    tracked(conn, dsn, capsys, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);"
+                               "INSERT INTO a SELECT generate_series(1, 3); INSERT INTO b SELECT generate_series(1, 3)")
+    with connect_as(dsn, "agent-7") as x, x.transaction():
+        x.execute("DELETE FROM a")
+        x.execute("DELETE FROM b")
+    _, on_a = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7", "--table", "a")
+    _, on_b = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7", "--table", "b")
+    assert on_a["plan"] != on_b["plan"]
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--table", "b",
+                            "--plan", on_a["plan"], "--yes")
+    assert code == 1 and "moved since the preview" in err
+    assert conn.execute("SELECT count(*) FROM b").fetchone() == (0,)
+
+
+def test_a_trigger_on_a_partition_sleeps_during_the_undo(dsn: str, conn: psycopg.Connection[Any],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    tracked(conn, dsn, capsys, """
+        CREATE TABLE m (id int, region text, v int, touched int DEFAULT 0, PRIMARY KEY (id, region))
+            PARTITION BY LIST (region);
+        CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu');
+        CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN NEW.touched := NEW.touched + 1; RETURN NEW; END $$;
+        CREATE TRIGGER bump BEFORE UPDATE ON m_eu FOR EACH ROW EXECUTE FUNCTION bump();
+        INSERT INTO m VALUES (1, 'eu', 1);
+    """)
+    before = table_state(conn, "m")
+    with connect_as(dsn, "agent-7") as a:
+        a.execute("UPDATE m SET v = 2 WHERE id = 1")
+    code, result = rewind_json(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--yes")
+    assert code == 0
+    assert table_state(conn, "m") == before  # touched back to 0: the trigger did not fire again
+    journaled = conn.execute("SELECT after FROM rewind.change WHERE tx = %s", (result["action"],)).fetchone()
+    assert journaled is not None and journaled[0]["touched"] == 0  # and the undo's journal says so
+    assert conn.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'bump'").fetchone() == ("O",)
+
+
+@pytest.mark.parametrize("ddl, agent", [
+    # ctid is per partition: a person's row in another partition shares the agent's row's ctid
+    ("CREATE TABLE m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
+     "CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu'); CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us');"
+     "INSERT INTO m VALUES (1, 'eu', 1)", "INSERT INTO m VALUES (2, 'us', 2)"),
+    # an array contains a shorter one: only equal images are the same row
+    ("CREATE TABLE m (name text, t text[]); INSERT INTO m VALUES ('a', '{x,y}')", "INSERT INTO m VALUES ('a', '{x}')"),
+    ("CREATE TABLE m (k text[] PRIMARY KEY, v int); INSERT INTO m VALUES ('{x,y}', 5), ('{x}', 1)",
+     "UPDATE m SET v = 3 WHERE k = '{x}'"),
+])
+def test_the_sql_script_touches_only_the_planned_rows(dsn: str, conn: psycopg.Connection[Any],
+                                                      capsys: pytest.CaptureFixture[str], ddl: str, agent: str) -> None:
+    tracked(conn, dsn, capsys, ddl)
+    before = table_state(conn, "m")
+    with connect_as(dsn, "agent-7") as a:
+        a.execute(agent)
+    code, script, _ = rewind(capsys, "preview", "--dsn", dsn, "--actor", "agent-7", "--sql")
+    assert code == 0
+    conn.execute(script)
+    assert table_state(conn, "m") == before
