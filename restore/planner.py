@@ -42,6 +42,20 @@ CREATE TEMP TABLE rw_plan (
 ) ON COMMIT DROP
 """
 
+_PAIRS_TABLE = """
+CREATE TEMP TABLE rw_pairs (tbl integer NOT NULL, a jsonb NOT NULL, b jsonb NOT NULL) ON COMMIT DROP
+"""
+
+# A plan row is skipped: so is the other half of a key change it belongs to (rw_pairs), or the
+# undo would put the old row back beside the new one. Chains of key changes take several rounds.
+_SKIP_PARTNERS = """
+UPDATE rw_plan p SET apply = false,
+       conflict = coalesce(p.conflict, 'the other half of a key change whose row is skipped')
+FROM rw_pairs x, rw_plan q
+WHERE p.apply AND p.tbl = x.tbl AND q.tbl = x.tbl AND NOT q.apply AND q.conflict IS NOT NULL
+  AND ((q.key = x.a AND p.key = x.b) OR (q.key = x.b AND p.key = x.a))
+"""
+
 _SELECTED = """
 SELECT t.id FROM rewind.tx t WHERE {tx_filter}
   AND EXISTS (SELECT 1 FROM rewind.change c WHERE c.tx = t.id AND {table_filter})
@@ -245,6 +259,7 @@ class Planner:
         if self.conn.execute("SELECT to_regclass('pg_temp.rw_plan') IS NULL").fetchone() == (True,):
             self.conn.execute("SET LOCAL temp_buffers = '256MB'")
         self.conn.execute(_PLAN_TABLE)
+        self.conn.execute(_PAIRS_TABLE)
         self._plan_stats = None
         for t in self.tables.values():
             params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
@@ -260,6 +275,8 @@ class Planner:
             else:
                 statement = st.plan_keyed(t, ops)
             self.conn.execute(statement, params)
+            if "U" in ops:
+                self.conn.execute(st.key_changes(t), params)
         self.conn.execute("ANALYZE rw_plan")
         for t in self.tables.values():
             params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
@@ -347,6 +364,9 @@ class Planner:
             # conflict that is not an update.
             self.conn.execute("UPDATE rw_plan SET apply = false WHERE conflict IS NOT NULL "
                               "AND (action <> 'U' OR actual IS NULL)")
+        if self.policy is not Policy.ABORT:
+            while self.conn.execute(_SKIP_PARTNERS).rowcount:
+                pass
 
     def _one(self, query: sql.Composed, params: dict[str, Any]) -> Any:
         row = self.conn.execute(query, params).fetchone()

@@ -274,6 +274,18 @@ def plan_keyless(t: TableInfo, ops: set[str]) -> sql.Composed:
     """).format(events=events(t, ops), table=t.ident)
 
 
+def key_changes(t: TableInfo) -> sql.Composed:
+    """The selection's updates that moved a row to another identity (a new key, or without a key
+    any change at all) into rw_pairs: their undo is a delete of the new row and an insert of the
+    old one, and the two must be applied or skipped together."""
+    kb, ka = _key_of(t, sql.SQL("c.before")), _key_of(t, sql.SQL("c.after"))
+    return sql.SQL("""
+        INSERT INTO rw_pairs (tbl, a, b)
+        SELECT DISTINCT %(tbl)s, {kb}, {ka} FROM rewind.change c
+        WHERE c.tx = ANY(%(txs)s) AND c.tbl = %(tbl)s AND c.op = 'U' AND {kb} IS DISTINCT FROM {ka}
+    """).format(kb=kb, ka=ka)
+
+
 def later_writers(t: TableInfo) -> sql.Composed:
     """Rows of the plan that someone outside the selection changed after the selection first did:
     their actors, so that a conflict says who to ask."""

@@ -92,3 +92,30 @@ def test_the_sql_script_touches_only_the_planned_rows(dsn: str, conn: psycopg.Co
     assert code == 0
     conn.execute(script)
     assert table_state(conn, "m") == before
+
+
+@pytest.mark.parametrize("policy", ["skip", "merge"])
+@pytest.mark.parametrize("ddl, agent, person", [
+    ("CREATE TABLE m (id int PRIMARY KEY, v text); INSERT INTO m VALUES (1, 'n'), (5, 'other')",
+     "UPDATE m SET id = 2 WHERE id = 1", "UPDATE m SET v = 'person' WHERE id = 2"),
+    # without a key an UPDATE is a delete of the old row and an insert of the new: one identity change
+    ("CREATE TABLE m (who text, v int); INSERT INTO m VALUES ('x', 1), ('y', 2)",
+     "UPDATE m SET v = 10 WHERE who = 'x'", "UPDATE m SET v = 11 WHERE who = 'x'"),
+])
+def test_a_key_change_is_undone_whole_or_not_at_all(dsn: str, conn: psycopg.Connection[Any],
+                                                    capsys: pytest.CaptureFixture[str], policy: str, ddl: str,
+                                                    agent: str, person: str) -> None:
+    """Someone changed the row after the agent moved it: skipping the delete of the moved row
+    while re-inserting the old one would leave one row twice."""
+    tracked(conn, dsn, capsys, ddl)
+    with connect_as(dsn, "agent-7") as a:
+        a.execute(agent)
+    with connect_as(dsn, "alice") as p:
+        p.execute(person)
+    now = table_state(conn, "m")
+    code, plan = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7", "--on-conflict", policy)
+    assert code == 0 and plan["tables"] in ({}, {"public.m": {"insert": 0, "update": 0, "delete": 0}})
+    assert {c["resolution"] for c in plan["conflicts"]} == {"skipped"} and len(plan["conflicts"]) == 2
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--on-conflict", policy, "--yes")
+    assert code == 0, err
+    assert table_state(conn, "m") == now  # nothing half-undone
