@@ -280,10 +280,9 @@ class Planner:
         self.conn.execute("ANALYZE rw_plan")
         for t in self.tables.values():
             params = {"tbl": t.tbl, "txs": self.txs, "min_pos": self.min_pos[t.tbl]}
-            if t.key:
-                self.conn.execute(st.later_writers(t), params)
-                if t.session_dependent:
-                    self.conn.execute(st.renormalize_expected(t), params)
+            self.conn.execute(st.later_writers(t), params)
+            if t.key and t.session_dependent:
+                self.conn.execute(st.renormalize_expected(t), params)
         keyless = [t.tbl for t in self.tables.values() if not t.key]
         # A conflict with no later writer in the journal was written around it.
         self.conn.execute("""
@@ -300,6 +299,14 @@ class Planner:
                 UPDATE rw_plan SET conflict = 'only ' || (actual ->> 'copies') || ' of ' || n || ' identical rows left',
                                    changed_by = coalesce(changed_by, ARRAY['(unjournaled write)'])
                 WHERE tbl = ANY(%(keyless)s) AND action = 'D' AND (actual ->> 'copies')::int < n
+            """, {"keyless": keyless})
+            # Identical rows cannot be told apart: a later writer of the same image (a person,
+            # or an earlier undo of this very selection) may have put back or taken away the
+            # copy this plan means, and guessing could duplicate or remove someone else's row.
+            self.conn.execute("""
+                UPDATE rw_plan SET conflict = coalesce(conflict || '; ', '')
+                                   || 'an identical row was written by others since the selection'
+                WHERE tbl = ANY(%(keyless)s) AND changed_by IS NOT NULL
             """, {"keyless": keyless})
         self._dependents()
         self._resolve()

@@ -119,3 +119,23 @@ def test_a_key_change_is_undone_whole_or_not_at_all(dsn: str, conn: psycopg.Conn
     code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--on-conflict", policy, "--yes")
     assert code == 0, err
     assert table_state(conn, "m") == now  # nothing half-undone
+
+
+def test_undoing_twice_without_a_key_duplicates_nothing(dsn: str, conn: psycopg.Connection[Any],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    tracked(conn, dsn, capsys, "CREATE TABLE log (who text, v int); INSERT INTO log VALUES ('x', 1), ('y', 2)")
+    with connect_as(dsn, "agent-7") as a:
+        a.execute("DELETE FROM log WHERE who = 'x'")
+    before = table_state(conn, "log")
+    _, first = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7")
+    code, result = rewind_json(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--plan", first["plan"], "--yes")
+    assert code == 0 and result["rows"] == 1
+    after = table_state(conn, "log")
+    assert after != before and len(after) == 2
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--plan", first["plan"], "--yes")
+    assert code == 1 and "moved since the preview" in err  # the first undo moved it
+    code, plan = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7")
+    assert code == 0 and [c["changed_by"] for c in plan["conflicts"]] == [["rewind:undo"]]
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--yes")
+    assert code == 1 and "conflict" in err
+    assert table_state(conn, "log") == after
