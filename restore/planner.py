@@ -456,12 +456,29 @@ class Planner:
             visit(t, frozenset())
         return ordered
 
+    def phases(self, order: list[TableInfo]) -> list[tuple[str, list[TableInfo]]]:
+        """In which order apply runs its statements: (operation, tables), deletes children first,
+        inserts parents first. Updates sit in between. A table that an updated table references
+        (and every table that one references in turn) has its inserts before the updates, since
+        an updated row may point at a row the undo puts back, and its deletes after them, since an
+        updated row may stop pointing at a row the undo removes. Other tables delete before the
+        updates and insert after them, so that a row put back does not meet, in a unique column, a
+        row the undo deletes or changes."""
+        updated = {self.tables[tbl].relid for tbl, action in self._stats().applied if action == "U"}
+        fks = [(child, parent) for child, parent, *_ in self.conn.execute(_FKS) if child != parent]
+        late = {parent for child, parent in fks if child in updated}
+        while more := {parent for child, parent in fks if child in late} - late:
+            late |= more
+        early = [t for t in order if t.relid not in late]
+        referenced = [t for t in order if t.relid in late]
+        return [("D", early[::-1]), ("I", referenced), ("U", order), ("I", early), ("D", referenced[::-1])]
+
     def script(self) -> list[str]:
         lines = ["BEGIN;", f"SET LOCAL rewind.actor = '{UNDO_ACTOR}';"]
         order = self.order()
         for t in order:
             self._materialize(t)
-        for action, tables in (("D", reversed(order)), ("U", order), ("I", order)):
+        for action, tables in self.phases(order):
             for t in tables:
                 lines += [r[0] for r in self.conn.execute(st.script_rows(t), {"tbl": t.tbl, "action": action})]
         lines.append("COMMIT;")
@@ -489,17 +506,18 @@ class Planner:
                 done[(t.tbl, action)] = self.conn.execute(statement, {"tbl": t.tbl, "txs": self.txs}).rowcount
                 ran.append((t, action, source))
 
-        for t in reversed(order):
-            run(t, "D", st.apply_delete(t))
-        for t in order:
-            run(t, "U", st.apply_update(t))
-        for t in order:
-            if (t.tbl, "I") in planned:
-                source = self._reinsert_source(t)
-                run(t, "I", st.apply_insert(t, source), source)
-            if done.get((t.tbl, "I")):
-                for column, seq in st.owned_sequences(self.conn, t):
-                    self.conn.execute(st.advance_sequence(t, column), {"seq": seq})
+        for action, tables in self.phases(order):
+            for t in tables:
+                if action == "D":
+                    run(t, "D", st.apply_delete(t))
+                elif action == "U":
+                    run(t, "U", st.apply_update(t))
+                elif (t.tbl, "I") in planned:
+                    source = self._reinsert_source(t)
+                    run(t, "I", st.apply_insert(t, source), source)
+                    if done.get((t.tbl, "I")):
+                        for column, seq in st.owned_sequences(self.conn, t):
+                            self.conn.execute(st.advance_sequence(t, column), {"seq": seq})
         for ident, name, mode in toggled:
             self.conn.execute(sql.SQL("ALTER TABLE {} ENABLE {} TRIGGER {}").format(
                 ident, sql.SQL(mode), sql.Identifier(name)))

@@ -308,14 +308,19 @@ def later_writers(t: TableInfo) -> sql.Composed:
 def dependents(t: TableInfo, child: TableInfo, child_cols: list[str], parent_cols: list[str],
                child_tbl: int | None) -> sql.Composed:
     """Rows of a referencing table that point at a row the undo would delete, and that the undo
-    does not delete itself: deleting the parent would cascade into, or be blocked by, them."""
+    neither deletes nor points elsewhere itself: deleting the parent would cascade into, or be
+    blocked by, them."""
     child_key = _key_of(child, sql.SQL("to_jsonb(ch.*)")) if child.key else sql.SQL("to_jsonb(ch.*)")
     match = sql.SQL(" AND ").join(
         sql.SQL("ch.{} = (jsonb_populate_record(NULL::{}, p.expected)).{}").format(
             sql.Identifier(cc), t.ident, sql.Identifier(pc)) for cc, pc in zip(child_cols, parent_cols, strict=True))
+    # The undo's own plan for the child row: deleted, or updated to point elsewhere.
+    repointed = sql.SQL(" OR ").join(
+        sql.SQL("(jsonb_populate_record(NULL::{}, q.target)).{} IS DISTINCT FROM ch.{}").format(
+            child.ident, sql.Identifier(cc), sql.Identifier(cc)) for cc in child_cols)
     own = sql.SQL("true") if child_tbl is None else sql.SQL(
-        "NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = {} AND q.action = 'D' AND q.key = {})").format(
-        sql.Literal(child_tbl), child_key)
+        "NOT EXISTS (SELECT 1 FROM rw_plan q WHERE q.tbl = {} AND q.key = {} "
+        "AND (q.action = 'D' OR (q.action = 'U' AND ({}))))").format(sql.Literal(child_tbl), child_key, repointed)
     return sql.SQL("""
         SELECT p.key, {label}::text, to_jsonb(ch.*)
         FROM rw_plan p JOIN {child} ch ON {match}

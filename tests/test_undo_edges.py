@@ -4,6 +4,7 @@ review found undone or wrong; each runs the real CLI against a real PostgreSQL."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -139,3 +140,61 @@ def test_undoing_twice_without_a_key_duplicates_nothing(dsn: str, conn: psycopg.
     code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--yes")
     assert code == 1 and "conflict" in err
     assert table_state(conn, "log") == after
+
+
+FK_SHOP = """
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers {action}, total int);
+INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 5) g;
+INSERT INTO orders SELECT 100 + g, g, g FROM generate_series(1, 5) g;
+"""
+
+
+@pytest.mark.parametrize("action, agent", [
+    # the delete set the order's reference to NULL: the customer comes back before the order points at it
+    ("ON DELETE SET NULL", ["DELETE FROM customers WHERE id = 5"]),
+    # the order moved to another customer, then its customer went
+    ("", ["UPDATE orders SET customer_id = 1 WHERE customer_id = 5", "DELETE FROM customers WHERE id = 5"]),
+    # a new customer, and an order moved to it: the order moves back before the customer goes
+    ("", ["INSERT INTO customers VALUES (99, 'new')", "UPDATE orders SET customer_id = 99 WHERE id = 101"]),
+    # a key change that cascaded into the orders
+    ("ON UPDATE CASCADE ON DELETE CASCADE", ["UPDATE customers SET id = 50 WHERE id = 5"]),
+])
+def test_undo_orders_its_statements_by_foreign_keys(dsn: str, conn: psycopg.Connection[Any],
+                                                    capsys: pytest.CaptureFixture[str], action: str,
+                                                    agent: list[str]) -> None:
+    tracked(conn, dsn, capsys, FK_SHOP.format(action=action))
+    before = table_state(conn, "customers"), table_state(conn, "orders")
+    with connect_as(dsn, "agent-7") as a, a.transaction():
+        for statement in agent:
+            a.execute(statement)
+    code, plan = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-7")
+    assert code == 0 and plan["conflicts"] == []  # the agent's own rows are not someone else's dependents
+    code, script, _ = rewind(capsys, "preview", "--dsn", dsn, "--actor", "agent-7", "--sql")
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--plan", plan["plan"], "--yes")
+    assert code == 0, err
+    assert (table_state(conn, "customers"), table_state(conn, "orders")) == before
+    undo_action = json.loads(rewind(capsys, "actions", "--dsn", dsn, "--actor", "rewind:undo", "--json")[1])[0]["id"]
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--action", str(undo_action), "--yes")
+    assert code == 0, err  # undoing the undo brings the agent's state back, in the same order
+    conn.execute(script)  # and the printed script, run instead of the undo, does the same
+    assert (table_state(conn, "customers"), table_state(conn, "orders")) == before
+
+
+@pytest.mark.parametrize("agent", [
+    # B's address went to A: A gives it back before B returns
+    ["DELETE FROM users WHERE id = 2", "UPDATE users SET email = 'b@x' WHERE id = 1"],
+    # a row replaced by a new one with the same address: the new one goes before the old returns
+    ["DELETE FROM users WHERE id = 2", "INSERT INTO users VALUES (3, 'b@x')"],
+])
+def test_undo_orders_its_statements_by_unique_columns(dsn: str, conn: psycopg.Connection[Any],
+                                                      capsys: pytest.CaptureFixture[str], agent: list[str]) -> None:
+    tracked(conn, dsn, capsys, "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE);"
+                               "INSERT INTO users VALUES (1, 'a@x'), (2, 'b@x')")
+    before = table_state(conn, "users")
+    with connect_as(dsn, "agent-7") as a, a.transaction():
+        for statement in agent:
+            a.execute(statement)
+    code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--yes")
+    assert code == 0, err
+    assert table_state(conn, "users") == before
