@@ -33,10 +33,10 @@ def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[
 def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
                                           conn: psycopg.Connection[Any]) -> None:
     code, first = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0006"
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0007"
     code, second = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and second["upgraded_from"] == "0006"
-    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0006",)
+    assert code == 0 and second["upgraded_from"] == "0007"
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0007",)
 
 
 def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn: psycopg.Connection[Any],
@@ -56,7 +56,7 @@ def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn
                              sql.Literal(str(tbl))))
     conn.execute("UPDATE rewind.alembic_version SET version_num = '0002'")
     code, result = rewind_json(capsys, "init", "--dsn", shop)
-    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0006"
+    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0007"
     assert row_level()
     with connect_as(shop, "agent-7") as a:
         a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
@@ -391,6 +391,18 @@ def test_unreachable_or_wrong_dsn_masks_the_password(pg_cluster: Cluster, capsys
     spaced = "postgresql://u:s3cret PW@127.0.0.1:1/db"  # unparsable: libpq quotes the password back
     code, out, err = rewind(capsys, "status", "--dsn", spaced)
     assert code == 2 and "s3cret" not in err + out and len(err.strip().splitlines()) == 1, err
+
+
+def test_track_all_takes_an_inheritance_parent_and_its_children(dsn: str, conn: psycopg.Connection[Any],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    conn.execute("CREATE TABLE ev (id int PRIMARY KEY, v int); CREATE TABLE ev_2024 (PRIMARY KEY (id)) INHERITS (ev);"
+                 "CREATE TABLE ev_2025 (PRIMARY KEY (id)) INHERITS (ev)")
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    code, out, err = rewind(capsys, "track", "--dsn", dsn, "--all")
+    assert code == 0, err  # adding the parent to the publication had added its children already
+    published = {r[0] for r in conn.execute("SELECT tablename FROM pg_publication_tables "
+                                             "WHERE pubname = 'rewind_tables'")}
+    assert published == {"ev", "ev_2024", "ev_2025"}
 
 
 def test_init_with_a_bad_slot_name_installs_nothing(dsn: str, conn: psycopg.Connection[Any],
