@@ -40,6 +40,8 @@ from typing import Any
 from backup.stores import StoreOptions
 from journal.errors import BadInput
 
+_BACKUP_KEYS = {"store", "dsn", "scratch_dsn", "checks", "s3", "retention", "schedule"}
+_RETENTION_KEYS = {"keep_last", "keep_daily", "keep_weekly", "keep_monthly"}
 _S3_KEYS = {"endpoint_url", "region", "path_style", "sse", "kms_key_id", "lock_mode", "lock_days",
             "multipart_threshold", "part_size", "max_attempts"}
 
@@ -82,6 +84,9 @@ def load(path: Path | None = None) -> BackupConfig:
     if p is None:
         return BackupConfig()
     section: dict[str, Any] = doc.get("backup", {})
+    unknown = set(section) - _BACKUP_KEYS  # a typo (stroe =) must not silently mean "no store"
+    if unknown:
+        raise BadInput(f"{p}: unknown [backup] setting(s): {', '.join(sorted(unknown))}")
     cfg = BackupConfig(path=p, store=section.get("store"), dsn=section.get("dsn"),
                        scratch_dsn=section.get("scratch_dsn"))
     cfg.checks = [(p.parent / c) for c in section.get("checks", [])]
@@ -90,7 +95,14 @@ def load(path: Path | None = None) -> BackupConfig:
     if unknown:
         raise BadInput(f"{p}: unknown [backup.s3] setting(s): {', '.join(sorted(unknown))}")
     cfg.s3 = StoreOptions(**s3)
-    cfg.retention = {k: int(v) for k, v in section.get("retention", {}).items()}
+    if cfg.s3.lock_days is not None and (not isinstance(cfg.s3.lock_days, int) or cfg.s3.lock_days < 1):
+        raise BadInput(f"{p}: [backup.s3] lock_days must be a whole number of days, at least 1")
+    retention = section.get("retention", {})
+    unknown = set(retention) - _RETENTION_KEYS
+    if unknown or not all(isinstance(v, int) and not isinstance(v, bool) for v in retention.values()):
+        raise BadInput(f"{p}: [backup.retention] takes whole numbers for {', '.join(sorted(_RETENTION_KEYS))}"
+                       + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+    cfg.retention = dict(retention)
     sched = dict(section.get("schedule", {}))
     cfg.jobstore = sched.pop("jobstore", None)
     unknown = set(sched) - {"create", "verify", "prune"}

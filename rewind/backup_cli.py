@@ -37,7 +37,8 @@ def _options(
     kms_key_id: Annotated[str | None, typer.Option("--kms-key-id", help="KMS key for --sse aws:kms.")] = None,
     lock_mode: Annotated[str | None, typer.Option("--lock-mode", help="Object Lock: GOVERNANCE or "
                                                   "COMPLIANCE.")] = None,
-    lock_days: Annotated[int | None, typer.Option("--lock-days", help="Object Lock retention in days.")] = None,
+    lock_days: Annotated[int | None, typer.Option("--lock-days", min=1,
+                                                  help="Object Lock retention in days.")] = None,
 ) -> None:
     """Store settings given here override [backup.s3] in rewind.toml."""
     cfg = backup_config.load(config)

@@ -164,6 +164,8 @@ def status(dsn: Dsn, slot: Annotated[str | None, typer.Option("--slot", help="Th
     """What is tracked, what is not, how much is journaled, the stream's slot and lag, and every
     capture gap (writes that went around the triggers, slot resets)."""
     s = journal.status(dsn, slot=check_slot_name(slot) if slot else None, gaps_since=_time(since))
+    if slot and s.slot is None:  # a named slot that is not there: a typo must not pass --check
+        raise BadInput(f"no replication slot {slot} in this database")
     output.emit_json(s.as_json()) if as_json else output.status(s)
     if check:
         failures = capture_check(s.gaps, s.slot, max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds)
@@ -259,6 +261,7 @@ def _confirm(yes: bool, plan_fp: str | None, preview_fn: Callable[[], restore.Pl
     if plan_fp is not None and plan_fp != plan.fingerprint:
         raise journal.Refused(f"the database moved since the preview: plan {plan_fp} is now {plan.fingerprint}")
     if not typer.confirm("Apply this undo?", default=False, err=as_json):
+        output.err.print("rewind: not confirmed: nothing applied", markup=False, highlight=False)
         raise typer.Exit(1)
     return plan.fingerprint
 

@@ -366,6 +366,7 @@ def test_restore_to_a_time(shop: str, conn: psycopg.Connection[Any], capsys: pyt
     (["preview", "--actor", "a", "--on-conflict", "bogus"], "--on-conflict"),  # usage errors: one line too
     (["stream", "--heartbeat-seconds", "-1"], "--heartbeat-seconds"),
     (["stream", "--max-lag-bytes", "-1"], "--max-lag-bytes"),
+    (["status", "--slot", "no_such_slot", "--check"], "no replication slot no_such_slot"),  # not a pass
 ])
 def test_bad_input_exits_2_and_changes_nothing(shop: str, conn: psycopg.Connection[Any],
                                                capsys: pytest.CaptureFixture[str], args: list[str],

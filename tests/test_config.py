@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,18 @@ def test_autogroups_apply_only_in_the_root_cpu_group(cgroup: str, v2_root: str |
 ])
 def test_autogroup_nice_reads_the_group_or_none(text: str, nice: int | None) -> None:
     assert priority.autogroup_nice(text) == nice
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[backup]\nstroe = "file:///x"\n', "unknown [backup] setting(s): stroe"),  # a typo is not "no store"
+    ('[backup.retention]\nkeep_daily = "7"\n', "whole numbers"),
+    ('[backup.retention]\nkeep_yearly = 2\n', "unknown: keep_yearly"),
+    ('[backup.s3]\nlock_days = 0\n', "lock_days"),
+])
+def test_backup_settings_are_checked(tmp_path: Path, toml: str, message: str) -> None:
+    from backup import config as backup_config
+
+    path = tmp_path / "rewind.toml"
+    path.write_text(toml)
+    with pytest.raises(BadInput, match=re.escape(message)):
+        backup_config.load(path)

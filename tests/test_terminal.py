@@ -42,8 +42,13 @@ def _run_on_terminal(args: list[str], answer: bytes, env: dict[str, str], *,
     return proc.wait(timeout=60), seen.decode(errors="replace")
 
 
-@pytest.mark.parametrize("answer, applied", [(b"y\n", True), (b"n\n", False)])
-def test_undo_asks_on_a_terminal(dsn: str, conn: psycopg.Connection[Any], answer: bytes, applied: bool) -> None:
+@pytest.mark.parametrize("answer, applied, said", [
+    (b"y\n", True, "undone"),
+    (b"n\n", False, "not confirmed: nothing applied"),
+    (b"\x04", False, "no answer: nothing applied"),  # Ctrl-D: end of input
+])
+def test_undo_asks_on_a_terminal(dsn: str, conn: psycopg.Connection[Any], answer: bytes, applied: bool,
+                                 said: str) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
     env = {**os.environ, "REWIND_DSN": dsn, "COLUMNS": "120"}
     assert subprocess.run([sys.executable, "-m", "rewind", "init"], env=env, capture_output=True).returncode == 0
@@ -53,7 +58,7 @@ def test_undo_asks_on_a_terminal(dsn: str, conn: psycopg.Connection[Any], answer
         agent.execute("DELETE FROM t")
     code, screen = _run_on_terminal(["undo", "--actor", "agent-7"], answer, env)
     assert "undo plan" in screen and "public.t" in screen  # the person saw the plan before answering
-    assert code == (0 if applied else 1)
+    assert code == (0 if applied else 1) and said in screen
     assert conn.execute("SELECT count(*) FROM t").fetchone() == ((2,) if applied else (0,))
 
 
