@@ -231,14 +231,16 @@ def schedule_run(
                                                  "store (default [backup.schedule] jobstore).")] = None,
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
-    import logging
+    import os
     import signal
     import threading
 
     from backup import schedule as sched
+    from rewind import logs
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = _config()
+    # serve's formatter: every line masks the configured DSNs and the job store, whatever logs them
+    logs.configure("text", secrets=[cfg.dsn, cfg.scratch_dsn, jobstore or cfg.jobstore, os.environ.get("REWIND_DSN")])
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
