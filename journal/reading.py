@@ -162,6 +162,8 @@ def parse_key(text: str, key_columns: list[str]) -> dict[str, str]:
             raise BadInput(f"malformed --pk JSON: {exc}") from None
         if not isinstance(value, dict) or not value:
             raise BadInput("--pk JSON must be an object of column: value")
+        if key_columns and set(value) != set(key_columns):  # a row is named by its whole key, and only by it
+            raise BadInput(f"this table's key is ({', '.join(key_columns)}); --pk names ({', '.join(value)})")
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
     if len(key_columns) != 1:
         cols = ", ".join(key_columns) or "the whole row"

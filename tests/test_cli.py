@@ -357,6 +357,7 @@ def test_restore_to_a_time(shop: str, conn: psycopg.Connection[Any], capsys: pyt
     (["show", "999999"], "unknown action id"),
     (["undo", "--action", "999999", "--yes"], "unknown action id"),
     (["history", "customers", "--pk", "{bad json"], "malformed --pk"),
+    (["history", "customers", "--pk", '{"id": 3, "x": 1}'], "this table's key is (id)"),
     (["track", "public.nope"], "unknown table"),
     (["actions", "--since", "99999999d"], "malformed time"),  # before the calendar: not a traceback
     (["show", "99999999999999999999"], "not in the range"),  # beyond bigint
