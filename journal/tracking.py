@@ -43,8 +43,10 @@ class TrackedTable:
         return {"id": self.id, "table": self.table, "key": self.key_columns, "mode": self.mode}
 
 
-def split_name(name: str) -> tuple[str, str]:
-    """'schema.table' (either part may be double-quoted) into its parts; default schema public."""
+def split_name(name: str, *, fold: bool = True) -> tuple[str, str]:
+    """'schema.table' (either part may be double-quoted) into its parts; default schema public.
+    Unquoted parts fold to lower case, as PostgreSQL folds them (fold=False keeps them as typed:
+    the fallback for a name copied from Rewind's own output, where names appear unquoted)."""
     parts: list[str] = []
     buf, quoted, i = "", False, 0
     while i < len(name):
@@ -59,7 +61,7 @@ def split_name(name: str) -> tuple[str, str]:
             parts.append(buf)
             buf = ""
         else:
-            buf += ch
+            buf += ch.lower() if fold and not quoted else ch
         i += 1
     parts.append(buf)
     if quoted or len(parts) > 2 or not all(parts):
@@ -67,14 +69,24 @@ def split_name(name: str) -> tuple[str, str]:
     return ("public", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
+def name_forms(name: str) -> list[tuple[str, str]]:
+    """The (schema, table) a name may mean, in the order to look them up: folded as PostgreSQL
+    folds it, then as typed."""
+    return list(dict.fromkeys((split_name(name), split_name(name, fold=False))))
+
+
 def resolve_table(conn: psycopg.Connection, name: str) -> int:
     """The oid of an existing table or partitioned table, or BadInput."""
+    row = None
+    for schema, table in name_forms(name):
+        row = conn.execute(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            (schema, table),
+        ).fetchone()
+        if row is not None:
+            break
     schema, table = split_name(name)
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (schema, table),
-    ).fetchone()
     if row is None:
         raise BadInput(f"unknown table: {schema}.{table}")
     return int(row[0])
@@ -230,9 +242,13 @@ def tracked_ids(conn: psycopg.Connection, names: list[str]) -> list[int]:
     """Tracked ids for table names (tracked now or once); BadInput for a table never tracked."""
     ids = []
     for name in names:
+        rows = []
+        for schema, table in name_forms(name):
+            rows = conn.execute("SELECT id FROM rewind.tracked WHERE schema_name = %s AND table_name = %s",
+                                (schema, table)).fetchall()
+            if rows:
+                break
         schema, table = split_name(name)
-        rows = conn.execute("SELECT id FROM rewind.tracked WHERE schema_name = %s AND table_name = %s",
-                            (schema, table)).fetchall()
         if not rows:
             raise BadInput(f"unknown table: {schema}.{table} (not tracked)")
         ids += [r[0] for r in rows]

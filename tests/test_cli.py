@@ -407,6 +407,19 @@ def test_track_all_takes_an_inheritance_parent_and_its_children(dsn: str, conn: 
     assert published == {"ev", "ev_2024", "ev_2025"}
 
 
+def test_table_names_fold_as_postgresql_folds_them(shop: str, conn: psycopg.Connection[Any],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with connect_as(shop, "agent-7") as a:
+        a.execute("DELETE FROM orders WHERE id = 101")
+    code, plan = rewind_json(capsys, "preview", "--dsn", shop, "--actor", "agent-7", "--table", "PUBLIC.Orders")
+    assert code == 0 and list(plan["tables"]) == ["public.orders"]  # unquoted: folded to lower case
+    conn.execute('CREATE TABLE "Ledger" (id int PRIMARY KEY)')
+    code, out, err = rewind(capsys, "track", "--dsn", shop, "public.Ledger")  # as Rewind prints it: found as typed
+    assert code == 0, err
+    code, out, err = rewind(capsys, "history", "--dsn", shop, '"Ledger"', "--pk", "1")
+    assert code == 0, err
+
+
 def test_init_with_a_bad_slot_name_installs_nothing(dsn: str, conn: psycopg.Connection[Any],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = rewind(capsys, "init", "--dsn", dsn, "--slot-name", "Bad Slot!")
