@@ -51,8 +51,8 @@ def run(app: typer.Typer, args: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except typer.Abort:  # no answer at a confirmation prompt (end of input, Ctrl-C)
-        output.err.print("rewind: no answer: nothing applied", markup=False, highlight=False)
+    except typer.Abort:  # end of input at a prompt, or Ctrl-C anywhere (click turns both into Abort)
+        output.err.print("rewind: aborted (end of input or Ctrl-C)", markup=False, highlight=False)
         return 1
     except typer.TyperException as exc:  # usage errors: unknown option, missing or bad value
         ctx = getattr(exc, "ctx", None)

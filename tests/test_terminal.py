@@ -45,7 +45,7 @@ def _run_on_terminal(args: list[str], answer: bytes, env: dict[str, str], *,
 @pytest.mark.parametrize("answer, applied, said", [
     (b"y\n", True, "undone"),
     (b"n\n", False, "not confirmed: nothing applied"),
-    (b"\x04", False, "no answer: nothing applied"),  # Ctrl-D: end of input
+    (b"\x04", False, "aborted (end of input"),  # Ctrl-D: end of input
 ])
 def test_undo_asks_on_a_terminal(dsn: str, conn: psycopg.Connection[Any], answer: bytes, applied: bool,
                                  said: str) -> None:
