@@ -15,7 +15,7 @@ from journal.connection import connect
 from journal.errors import BadInput
 from journal.schema import require_installed
 from journal.selection import Selection
-from journal.tracking import name_forms, split_name
+from journal.tracking import find_by_name, split_name
 
 OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
 
@@ -176,12 +176,9 @@ def row_history(dsn: str, table: str, pk: str, *, limit: int = 10000) -> list[Ch
     schema, name = split_name(table)
     with connect(dsn) as conn:
         require_installed(conn)
-        row = None
-        for form in name_forms(table):
-            row = conn.execute("SELECT id, key_columns FROM rewind.tracked WHERE schema_name = %s "
-                               "AND table_name = %s ORDER BY id DESC LIMIT 1", form).fetchone()
-            if row is not None:
-                break
+        row = find_by_name(table, lambda s, t: conn.execute(
+            "SELECT id, key_columns FROM rewind.tracked WHERE schema_name = %s AND table_name = %s "
+            "ORDER BY id DESC LIMIT 1", (s, t)).fetchone())
         if row is None:
             raise BadInput(f"unknown table: {schema}.{name} (never tracked)")
         key = parse_key(pk, list(row[1]))

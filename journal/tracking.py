@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -69,23 +70,24 @@ def split_name(name: str, *, fold: bool = True) -> tuple[str, str]:
     return ("public", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def name_forms(name: str) -> list[tuple[str, str]]:
-    """The (schema, table) a name may mean, in the order to look them up: folded as PostgreSQL
-    folds it, then as typed."""
-    return list(dict.fromkeys((split_name(name), split_name(name, fold=False))))
+T = TypeVar("T")
+
+
+def find_by_name(name: str, find: Callable[[str, str], T | None]) -> T | None:
+    """find(schema, table) for what a name may mean, folded as PostgreSQL folds it, then as typed
+    (a name copied from Rewind's output, where names appear unquoted); the first that is found."""
+    for schema, table in dict.fromkeys((split_name(name), split_name(name, fold=False))):
+        found = find(schema, table)
+        if found:
+            return found
+    return None
 
 
 def resolve_table(conn: psycopg.Connection, name: str) -> int:
     """The oid of an existing table or partitioned table, or BadInput."""
-    row = None
-    for schema, table in name_forms(name):
-        row = conn.execute(
-            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (schema, table),
-        ).fetchone()
-        if row is not None:
-            break
+    row = find_by_name(name, lambda schema, table: conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')", (schema, table)).fetchone())
     schema, table = split_name(name)
     if row is None:
         raise BadInput(f"unknown table: {schema}.{table}")
@@ -242,12 +244,8 @@ def tracked_ids(conn: psycopg.Connection, names: list[str]) -> list[int]:
     """Tracked ids for table names (tracked now or once); BadInput for a table never tracked."""
     ids = []
     for name in names:
-        rows = []
-        for schema, table in name_forms(name):
-            rows = conn.execute("SELECT id FROM rewind.tracked WHERE schema_name = %s AND table_name = %s",
-                                (schema, table)).fetchall()
-            if rows:
-                break
+        rows = find_by_name(name, lambda schema, table: conn.execute(
+            "SELECT id FROM rewind.tracked WHERE schema_name = %s AND table_name = %s", (schema, table)).fetchall())
         schema, table = split_name(name)
         if not rows:
             raise BadInput(f"unknown table: {schema}.{table} (not tracked)")

@@ -17,7 +17,7 @@ from journal.mirror import tables
 from journal.mirror.store import MirrorStore
 from journal.reading import OPS, Action, Change, parse_key, row_key
 from journal.selection import Selection
-from journal.tracking import name_forms, split_name
+from journal.tracking import find_by_name, split_name
 
 __all__ = ["list_actions", "list_gaps", "row_history", "show_action", "tracked_ids", "unknown_actions"]
 
@@ -165,13 +165,9 @@ def row_history(url: str, table: str, pk: str, *, limit: int = 10000) -> list[Ch
     schema, name = split_name(table)
     k = tables.tracked.c
     with _reading(url) as conn:
-        row = None
-        for form_schema, form_name in name_forms(table):
-            row = conn.execute(select(k.id, k.key_columns).where(k.schema_name == form_schema,
-                                                                 k.table_name == form_name)
-                               .order_by(k.id.desc()).limit(1)).first()
-            if row is not None:
-                break
+        row = find_by_name(table, lambda s, t: conn.execute(
+            select(k.id, k.key_columns).where(k.schema_name == s, k.table_name == t)
+            .order_by(k.id.desc()).limit(1)).first())
         if row is None:
             raise BadInput(f"unknown table: {schema}.{name} (never tracked)")
         key = parse_key(pk, json.loads(row.key_columns))
@@ -187,12 +183,8 @@ def tracked_ids(url: str, names: list[str]) -> list[int]:
     with _reading(url) as conn:
         ids: list[int] = []
         for name in names:
-            found: list[int] = []
-            for schema, table in name_forms(name):
-                found = [r[0] for r in conn.execute(select(k.id).where(k.schema_name == schema,
-                                                                       k.table_name == table))]
-                if found:
-                    break
+            found = find_by_name(name, lambda s, t: [r[0] for r in conn.execute(
+                select(k.id).where(k.schema_name == s, k.table_name == t))])
             schema, table = split_name(name)
             if not found:
                 raise BadInput(f"unknown table: {schema}.{table} (not tracked)")
