@@ -117,6 +117,13 @@ WHERE p.tbl = %(tbl)s AND p.action = %(action)s AND p.apply LIMIT %(per_table)s
 
 _OP_NAMES = {"I": "insert", "U": "update", "D": "delete"}
 
+_REFERENCING = """
+SELECT DISTINCT n.nspname, c.relname FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype = 'f' AND con.confrelid = ANY(%(relids)s) AND NOT con.conrelid = ANY(%(relids)s)
+ORDER BY 1, 2
+"""
+
 _OWN_TRIGGERS = """
 SELECT n.nspname, c.relname, tg.tgname, tg.tgenabled
 FROM (SELECT %(relid)s::regclass AS relid  -- pg_partition_tree lists nothing for a plain table
@@ -247,9 +254,14 @@ class Planner:
             self.single_statement[tbl] = one_statement
 
     def lock(self) -> None:
-        """Writers wait while the undo plans and applies, so the plan sees the state it changes."""
+        """Writers wait while the undo plans and applies, so the plan sees the state it changes:
+        writers of its tables, and of the tables that reference them, whose rows a delete could
+        cascade into (in an untracked one, no capture would notice)."""
         for t in self.tables.values():
             self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(t.ident))
+        planned = {t.relid for t in self.tables.values()}
+        for schema, name in self.conn.execute(_REFERENCING, {"relids": list(planned)}):
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(schema, name)))
 
     def build(self) -> None:
         # Room to sort and hash a large plan in memory; both apply to this transaction only

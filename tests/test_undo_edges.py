@@ -5,6 +5,8 @@ review found undone or wrong; each runs the real CLI against a real PostgreSQL."
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -198,3 +200,37 @@ def test_undo_orders_its_statements_by_unique_columns(dsn: str, conn: psycopg.Co
     code, out, err = rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--yes")
     assert code == 0, err
     assert table_state(conn, "users") == before
+
+
+def test_a_row_added_under_the_undo_in_an_untracked_table_is_waited_for(dsn: str, conn: psycopg.Connection[Any],
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A person adds a note under the agent's new customer while the undo starts: the undo waits
+    for them, then sees the note and refuses, instead of planning without it and cascading it away
+    (an untracked table: no capture to notice)."""
+    tracked(conn, dsn, capsys, "CREATE TABLE customers (id int PRIMARY KEY, name text)")
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, customer_id int REFERENCES customers ON DELETE CASCADE)")
+    assert rewind(capsys, "untrack", "--dsn", dsn, "notes")[0] == 0  # (track --all took it on creation)
+    with connect_as(dsn, "agent-7") as a:
+        a.execute("INSERT INTO customers VALUES (1, 'new')")
+    person = psycopg.connect(dsn)  # a transaction of its own, open while the undo starts
+    person.execute("INSERT INTO notes VALUES (10, 1)")
+    result: list[tuple[int, str, str]] = []
+    undo = threading.Thread(target=lambda: result.append(
+        rewind(capsys, "undo", "--dsn", dsn, "--actor", "agent-7", "--yes")))
+    undo.start()
+    wait_until_rewind_waits(conn)
+    person.commit()
+    person.close()
+    undo.join(60)
+    code, out, err = result[0]
+    assert code == 1 and "1 conflict(s)" in err, err  # the note, found as a dependent of the customer
+    assert conn.execute("SELECT count(*) FROM notes").fetchone() == (1,)
+
+
+def wait_until_rewind_waits(conn: psycopg.Connection[Any]) -> None:
+    """Until a connection of rewind's waits for a lock (a table's, or a row's)."""
+    deadline = time.monotonic() + 30
+    while not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND application_name = 'rewind')").fetchone()[0]:  # type: ignore[index]
+        assert time.monotonic() < deadline, "the undo never waited"
+        time.sleep(0.05)
