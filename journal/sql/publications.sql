@@ -6,7 +6,7 @@
 -- rewind_tracked: the tracked-table catalog, updates included (untracked, dropped, new key), so
 -- table names and keys still resolve in the mirror after the database is gone.
 -- rewind_tables: the tracked user tables themselves, for bypass detection and stream mode. Kept
--- in sync by rewind.sync_tables_publication().
+-- in sync by rewind.sync_tables_publication() (sync_tables_publication.sql).
 CREATE PUBLICATION rewind_journal FOR TABLE rewind.tx, rewind.change, rewind.ddl WITH (publish = 'insert');
 CREATE PUBLICATION rewind_tracked FOR TABLE rewind.tracked WITH (publish = 'insert, update');
 CREATE PUBLICATION rewind_tables WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true);
@@ -22,31 +22,3 @@ LANGUAGE sql STABLE AS $$
                                              WHERE i.indrelid = c.oid AND i.indisprimary))
     FROM pg_catalog.pg_class c WHERE c.oid = rel
 $$;
-
-CREATE OR REPLACE FUNCTION rewind.sync_tables_publication() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT p.prrelid::regclass AS rel
-             FROM pg_catalog.pg_publication_rel p
-             JOIN pg_catalog.pg_publication pub ON pub.oid = p.prpubid AND pub.pubname = 'rewind_tables'
-             WHERE NOT coalesce(rewind.publishable(p.prrelid), false)
-                OR NOT EXISTS (SELECT 1 FROM rewind.tracked t WHERE t.relid = p.prrelid
-                               AND t.untracked_at IS NULL AND t.dropped_at IS NULL)
-    LOOP
-        EXECUTE pg_catalog.format('ALTER PUBLICATION rewind_tables DROP TABLE %s', r.rel);
-    END LOOP;
-    FOR r IN SELECT t.relid::regclass AS rel
-             FROM rewind.tracked t
-             WHERE t.relid IS NOT NULL AND t.untracked_at IS NULL AND t.dropped_at IS NULL
-               AND rewind.publishable(t.relid)
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel p
-                               JOIN pg_catalog.pg_publication pub ON pub.oid = p.prpubid
-                               WHERE pub.pubname = 'rewind_tables' AND p.prrelid = t.relid)
-    LOOP
-        EXECUTE pg_catalog.format('ALTER PUBLICATION rewind_tables ADD TABLE %s', r.rel);
-    END LOOP;
-END $$;
-
-SELECT rewind.sync_tables_publication();

@@ -1,6 +1,7 @@
--- rewind.sync_tables_publication(), version 7 (first in publications.sql, revision 0002): a
--- tracked inheritance parent and its tracked children no longer fail `rewind track --all`
--- ("already member of publication"): adding the parent had added the children with it.
+-- rewind.sync_tables_publication(): the rewind_tables publication made to list the tracked tables
+-- that can be published. Applied by revision 0002 after publications.sql, and again by 0007,
+-- which taught it to add each table once: adding an inheritance parent adds its children, and a
+-- tracked child then failed `rewind track --all` ("already member of publication").
 CREATE OR REPLACE FUNCTION rewind.sync_tables_publication() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
@@ -31,3 +32,5 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+
+SELECT rewind.sync_tables_publication();

@@ -16,5 +16,6 @@ depends_on = None
 
 def upgrade() -> None:
     run_sql_file("publications.sql")
+    run_sql_file("sync_tables_publication.sql")
     if context.config.attributes.get("event_triggers", True):
         run_sql_file("publication_trigger.sql")
