@@ -35,6 +35,7 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/capture_overhead.py --reference
 	$(BIN)/python bench/capture_parts.py
+	$(BIN)/python bench/capture_instructions.py
 	$(BIN)/python bench/capture_overhead.py --mode stream
 	$(BIN)/python bench/bulk_overhead.py
 	$(BIN)/python bench/undo_throughput.py

@@ -33,10 +33,10 @@ def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[
 def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
                                           conn: psycopg.Connection[Any]) -> None:
     code, first = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0007"
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0008"
     code, second = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and second["upgraded_from"] == "0007"
-    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0007",)
+    assert code == 0 and second["upgraded_from"] == "0008"
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0008",)
 
 
 def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn: psycopg.Connection[Any],
@@ -56,7 +56,7 @@ def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn
                              sql.Literal(str(tbl))))
     conn.execute("UPDATE rewind.alembic_version SET version_num = '0002'")
     code, result = rewind_json(capsys, "init", "--dsn", shop)
-    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0007"
+    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0008"
     assert row_level()
     with connect_as(shop, "agent-7") as a:
         a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
@@ -469,3 +469,30 @@ def test_undo_proves_it_did_exactly_the_plan(shop: str, conn: psycopg.Connection
     code, out, err = rewind(capsys, "undo", "--dsn", shop, "--actor", "agent-7", "--yes")
     assert code == 1 and message in err
     assert (table_state(conn, "orders"), table_state(conn, "audit")) == before
+
+
+def test_one_transaction_record_per_transaction_across_savepoints(shop: str, conn: psycopg.Connection[Any],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The record's id lives in a transaction-local setting: a rolled-back savepoint takes the record and
+    the setting together, the next change writes a record again, and the session's next transaction
+    starts without one (its changes get a record of their own, not the previous transaction's)."""
+    with connect_as(shop, "agent-sp") as a:
+        with a.transaction():
+            a.execute("SAVEPOINT s")
+            a.execute("UPDATE customers SET name = 'gone' WHERE id = 1")
+            a.execute("ROLLBACK TO SAVEPOINT s")
+            a.execute("UPDATE customers SET name = 'kept' WHERE id = 2")
+            a.execute("DO $$ BEGIN UPDATE customers SET name = 'also gone' WHERE id = 3; "
+                      "RAISE EXCEPTION 'undone'; EXCEPTION WHEN raise_exception THEN NULL; END $$")
+            a.execute("UPDATE orders SET total = 0 WHERE id = 101")
+        with a.transaction():
+            a.execute("UPDATE customers SET name = 'next' WHERE id = 4")
+        a.execute("UPDATE customers SET name = 'autocommit' WHERE id = 5")
+    rows = conn.execute("SELECT t.id, t.xid::text, count(c.*) FROM rewind.tx t JOIN rewind.change c ON c.tx = t.id "
+                        "WHERE t.actor = 'agent-sp' GROUP BY t.id ORDER BY t.id").fetchall()
+    assert [r[2] for r in rows] == [2, 1, 1]
+    assert len({r[1] for r in rows}) == 3
+    assert conn.execute("SELECT count(*) FROM rewind.tx t WHERE t.actor = 'agent-sp' "
+                        "AND NOT EXISTS (SELECT FROM rewind.change c WHERE c.tx = t.id)").fetchone() == (0,)
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-sp")
+    assert code == 0 and sorted(a["changes"] for a in actions) == [1, 1, 2]

@@ -18,21 +18,21 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The transaction record is written by the first captured change of a transaction; later
--- changes find its id in a transaction-local setting ("xid:id"). A savepoint rollback reverts
--- both the setting and the row, so they cannot disagree.
-CREATE OR REPLACE FUNCTION rewind.begin_tx() RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+-- changes find its id in a transaction-local setting. set_config(..., true) lasts until the
+-- transaction ends and a savepoint rollback reverts it together with the row, so the setting and
+-- the record cannot disagree, and a new transaction finds it empty. (A session could set
+-- rewind.tx itself and so file its changes under another transaction's record: as with
+-- rewind.actor, a setting is only as trustworthy as whoever sets it; see the README.)
+-- Not SECURITY DEFINER: only the capture functions call it, and they already run as the owner.
+CREATE OR REPLACE FUNCTION rewind.write_tx() RETURNS bigint
+LANGUAGE plpgsql AS $$
 DECLARE
-    x xid8 := pg_catalog.pg_current_xact_id();
-    s text := pg_catalog.current_setting('rewind.tx', true);
     i bigint;
+    s text;
 BEGIN
-    IF s IS NOT NULL AND s <> '' AND pg_catalog.split_part(s, ':', 1) = x::text THEN
-        RETURN pg_catalog.split_part(s, ':', 2)::bigint;
-    END IF;
     INSERT INTO rewind.tx (xid, actor, role, application, client_addr, pid, run, started_at)
     VALUES (
-        x,
+        pg_catalog.pg_current_xact_id(),
         rewind.current_actor(),
         session_user,
         nullif(pg_catalog.current_setting('application_name'), ''),
@@ -40,27 +40,34 @@ BEGIN
         pg_catalog.pg_backend_pid(),
         nullif(pg_catalog.current_setting('rewind.run', true), ''),
         pg_catalog.now())
-    RETURNING id INTO i;
-    s := pg_catalog.set_config('rewind.tx', x::text || ':' || i::text, true);  -- an assignment: no query
+    RETURNING id, pg_catalog.set_config('rewind.tx', id::text, true) INTO i, s;
     RETURN i;
 END $$;
+
+-- The transaction record's id for a capture trigger, as a plain SQL function, which the planner
+-- inlines into the trigger's expression: a statement after the first of its transaction makes no
+-- plpgsql call; the first one goes on to write_tx. Kept to three function calls: PL/pgSQL builds
+-- this expression afresh in every transaction, and each call in it costs a catalog lookup and a
+-- permission check there. (Counted with bench/capture_instructions.py: the earlier form, which
+-- kept the transaction id beside the record's in the setting and compared it, cost about 45,000
+-- more instructions per pgbench transaction.)
+CREATE OR REPLACE FUNCTION rewind.journal_tx() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT coalesce(nullif(pg_catalog.current_setting('rewind.tx', true), '')::bigint, rewind.write_tx())
+$$;
+
+-- The current transaction's record, written now if it has none yet: how the undo learns its own
+-- action id before it changes anything.
+CREATE OR REPLACE FUNCTION rewind.begin_tx() RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER AS $$
+    SELECT rewind.journal_tx()
+$$;
 
 -- Where a statement's changes stand in the journal's order: the WAL insert position (see
 -- rewind.change). A plain SQL function, so the planner inlines it: no call overhead.
 CREATE OR REPLACE FUNCTION rewind.journal_pos() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
     SELECT (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::bigint
-$$;
-
--- The transaction record's id for a capture trigger: begin_tx's fast check as a plain SQL function,
--- which the planner inlines into the trigger's expression, so a statement after the first of its
--- transaction makes no plpgsql call; the first one goes on to begin_tx, which writes the record.
-CREATE OR REPLACE FUNCTION rewind.journal_tx() RETURNS bigint
-LANGUAGE sql VOLATILE AS $$
-    SELECT CASE WHEN pg_catalog.split_part(pg_catalog.current_setting('rewind.tx', true), ':', 1)
-                     OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()::text
-                THEN pg_catalog.split_part(pg_catalog.current_setting('rewind.tx', true), ':', 2)::bigint
-                ELSE rewind.begin_tx() END
 $$;
 
 -- Whole-row references are written alias.* and variables carry long names, because a user
