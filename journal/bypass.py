@@ -38,7 +38,7 @@ from typing import Any, Final, TypeAlias
 from journal.mirror.store import Gap
 from journal.pgoutput import UNCHANGED, Decoder, Delete, Insert, Relation, TupleData, Update
 
-__all__ = ["MAX_IMAGES", "DecodedRow", "bypass_gap", "find_bypasses"]
+__all__ = ["MAX_IMAGES", "DecodedRow", "bypass_gap", "find_bypasses", "find_misfiled"]
 
 # (the table's Relation when the row arrived, the row's WAL position, the pgoutput payload)
 DecodedRow: TypeAlias = tuple[Relation, int, bytes]
@@ -47,8 +47,9 @@ DecodedRow: TypeAlias = tuple[Relation, int, bytes]
 MAX_IMAGES: Final = 50_000
 
 _OPS: Final = {73: "I", 85: "U", 68: "D", 84: "T"}
-_POS, _TBL, _OP = 3, 5, 7  # in a mirror change row (journal.mirror.store.CHANGE_COLUMNS order)
-_TBL_OF, _OP_OF = itemgetter(_TBL), itemgetter(_OP)
+_POS, _TX, _TBL, _NAME, _OP = 3, 4, 5, 6, 7  # in a mirror change row (journal.mirror.store.CHANGE_COLUMNS order)
+_DDL_TX = 3  # in a mirror ddl row (DDL_COLUMNS order)
+_TBL_OF, _OP_OF, _TX_OF, _DDL_TX_OF = itemgetter(_TBL), itemgetter(_OP), itemgetter(_TX), itemgetter(_DDL_TX)
 _REL, _PAYLOAD, _KIND = itemgetter(0), itemgetter(2), itemgetter(0)
 _OID = attrgetter("oid")
 
@@ -78,6 +79,29 @@ def find_bypasses(rows: list[DecodedRow], journal: list[tuple[Any, ...]], *, tab
             gaps.append(bypass_gap(missed, table_name(missed[-1][0]), xid, commit_lsn, commit_time))
     return gaps
 
+
+
+def find_misfiled(changes: list[tuple[Any, ...]], ddls: list[tuple[Any, ...]], txs: list[tuple[Any, ...]], *,
+                  xid: int, commit_lsn: int, commit_time: str) -> Gap | None:
+    """A gap for journal rows (mirror change and ddl rows) that a transaction filed under a
+    transaction record it did not write; None when it filed all under its own.
+
+    The capture triggers take the record's id from a setting that a session can set itself, and so
+    file its changes under another transaction's record: another actor, another role, and no record
+    of its own. WAL says which transaction wrote each journal row, so the stream can tell. Run at
+    every commit with journal rows: one set comparison unless something is misfiled."""
+    own = set(str(t[0]) for t in txs)
+    if set(map(str, map(_TX_OF, changes))) <= own and set(map(str, map(_DDL_TX_OF, ddls))) <= own:
+        return None
+    misfiled = [c for c in changes if str(c[_TX]) not in own]
+    ddl = [d for d in ddls if str(d[_DDL_TX]) not in own]
+    tables = Counter(str(c[_NAME]) for c in misfiled)
+    detail: dict[str, Any] = {
+        "misfiled": True, "tables": dict(tables), "ddl": len(ddl),
+        "filed_under": sorted({int(r[_TX]) for r in misfiled} | {int(d[_DDL_TX]) for d in ddl}),
+        "own_records": sorted(int(i) for i in own)}
+    return Gap(kind="bypass", complete=False, at=commit_time, xid=str(xid), table_name=None,
+               changes=len(misfiled) + len(ddl), end_lsn=commit_lsn, detail=detail)
 
 def _unclaimed(decoded: list[DecodedRow], journal: list[tuple[int, str]]) -> list[DecodedRow]:
     truncates = sorted(pos for pos, op in journal if op == "T")

@@ -63,6 +63,11 @@ class GapRecord:
     id: int | None = None  # in rewind.gap (`rewind adopt`); None when read from the mirror
     adopted_as: int | None = None  # the action its images were journaled as
 
+    @property
+    def misfiled(self) -> bool:
+        """Journal rows filed under another transaction's record (journal.bypass.find_misfiled)."""
+        return bool((self.detail or {}).get("misfiled"))
+
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "xid": self.xid, "table": self.table, "changes": self.changes,
                 "complete": self.complete, "at": self.at.isoformat(), "detail": self.detail, "id": self.id,
@@ -71,10 +76,15 @@ class GapRecord:
     def describe(self) -> str:
         if self.kind == "slot_reset":
             return f"slot reset at {self.at:%Y-%m-%d %H:%M:%S%z}: {(self.detail or {}).get('reason', '')}"
-        identity = (self.detail or {}).get("identity", "")
+        ref = f"gap {self.id}: " if self.id is not None else ""
+        detail = self.detail or {}
+        if self.misfiled:
+            return (f"{ref}misfiled at {self.at:%Y-%m-%d %H:%M:%S%z}: xid {self.xid} filed {self.changes} journal "
+                    f"row(s) under action(s) {', '.join(map(str, detail.get('filed_under', [])))}, not under a "
+                    "record of its own: who wrote them is unknown (the session set rewind.tx)")
+        identity = detail.get("identity", "")
         images = "complete images" if self.complete else f"incomplete images ({identity})"
         adopted = f"; adopted as action {self.adopted_as}" if self.adopted_as is not None else ""
-        ref = f"gap {self.id}: " if self.id is not None else ""
         return (f"{ref}bypass at {self.at:%Y-%m-%d %H:%M:%S%z}: {self.changes} change(s) to {self.table} in xid "
                 f"{self.xid} went around the triggers; {images}{adopted}")
 

@@ -43,7 +43,7 @@ import psycopg2
 from psycopg import sql
 from sqlalchemy.exc import SQLAlchemyError
 
-from journal.bypass import DecodedRow, find_bypasses
+from journal.bypass import DecodedRow, find_bypasses, find_misfiled
 from journal.connection import connect, mask_dsn, mask_text
 from journal.errors import BadInput, RewindError
 from journal.gaps import has_gap_table, record_gaps
@@ -524,6 +524,8 @@ class Streamer:
                 if tx.context is not None and streamed:
                     self._take_streamed(tx, streams)
                 bypasses = self._bypasses(tx) if tx.rows else []
+                if tx.changes or tx.ddls:
+                    bypasses += self._misfiled(tx)
                 if not tx.skip:
                     batch.txs += tx.txs
                     batch.changes += tx.changes
@@ -623,6 +625,15 @@ class Streamer:
             log.error("capture bypass: %s change(s) to %s in xid %s went around the triggers (%s images)",
                       g.changes, g.table_name, g.xid, "complete" if g.complete else "incomplete")
         return gaps
+
+    def _misfiled(self, tx: _Tx) -> list[Gap]:
+        """A gap for journal rows the transaction filed under another transaction's record."""
+        gap = find_misfiled(tx.changes, tx.ddls, tx.txs, xid=tx.xid, commit_lsn=tx.lsn, commit_time=tx.commit_time)
+        if gap is None:
+            return []
+        log.error("misfiled journal rows: xid %s filed %s row(s) under action(s) %s, not under a record of its own "
+                  "(the session set rewind.tx)", gap.xid, gap.changes, (gap.detail or {}).get("filed_under"))
+        return [gap]
 
     def _table_id(self, rel: Relation) -> str:
         """The tracked id the journal names a table by; its name for a table not known as tracked

@@ -158,12 +158,17 @@ def gap_warning(gaps: list[GapRecord]) -> None:
     """On stderr, so that --json output stays clean: the listing above is not everything."""
     if not gaps:
         return
-    bypasses = [g for g in gaps if g.kind == "bypass"]
+    bypasses = [g for g in gaps if g.kind == "bypass" and not g.misfiled]
+    misfiled = [g for g in gaps if g.misfiled]
+    resets = [g for g in gaps if g.kind == "slot_reset"]
     tables = sorted({g.table for g in bypasses if g.table})
     parts = [f"{sum(g.changes or 0 for g in bypasses)} write(s) to {', '.join(tables)} went around the "
              f"triggers in {len(bypasses)} transaction(s)"] if bypasses else []
-    if len(bypasses) < len(gaps):
-        parts.append(f"{len(gaps) - len(bypasses)} slot reset(s) lost a span of the stream")
+    if misfiled:
+        parts.append(f"{sum(g.changes or 0 for g in misfiled)} journal row(s) filed under another transaction's "
+                     f"record in {len(misfiled)} transaction(s)")
+    if resets:
+        parts.append(f"{len(resets)} slot reset(s) lost a span of the stream")
     err = _console("err")
     err.print(f"rewind: warning: capture gaps in this window: {'; '.join(parts)} (see `rewind status`)",
               style="bold red", markup=False, highlight=False, soft_wrap=True)

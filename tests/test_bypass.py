@@ -325,3 +325,36 @@ def test_adopted_images_keep_json_documents_and_arrays(dsn: str, conn: psycopg.C
     code, result = rewind_json(capsys, "undo", "--dsn", dsn, "--action", str(adopted["action"]), "--yes")
     assert code == 0 and result["rows"] == 2
     assert conn.execute("SELECT d::text FROM docs d ORDER BY id").fetchall() == before
+
+
+def test_changes_filed_under_another_transactions_record_are_a_gap(db: str, sqlite_url: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A session that sets rewind.tx itself files its changes under another transaction's record
+    (its actor and role) and writes none of its own; WAL says which transaction wrote the journal
+    rows, so the stream records that as a gap, and status --check fails on it."""
+    with streaming(db, sqlite_url) as streamer:
+        with connect_as(db, "person") as c:
+            c.execute("UPDATE plain SET v = 'person' WHERE id = 1")
+            victim = c.execute("SELECT max(id) FROM rewind.tx").fetchone()[0]  # type: ignore[index]
+        with connect_as(db, "agent-x") as a:
+            a.execute("SELECT set_config('rewind.tx', %s, false)", (str(victim),))
+            with a.transaction():
+                a.execute("UPDATE plain SET v = 'agent' WHERE id = 2")
+                a.execute("DELETE FROM items WHERE id = 9")
+                xid = str(a.execute("SELECT txid_current()").fetchone()[0])  # type: ignore[index]
+        gaps = wait_for(lambda: mirror_gaps(sqlite_url), what="a gap in the mirror")
+        wait_for(lambda: streamer.stats.gaps_total == 1, what="the gap counted")
+        settle(streamer, db)
+    kind, gxid, table, changes, complete, detail, images = gaps[0]
+    assert (kind, gxid, table, changes, bool(complete), images) == ("bypass", xid, None, 2, False, None)
+    assert json.loads(detail) == {"misfiled": True, "tables": {"public.plain": 1, "public.items": 1}, "ddl": 0,
+                                  "filed_under": [victim], "own_records": []}
+    assert len(db_gaps(db)) == 1 and streamer.stats.gaps_total == 1  # the settling transaction filed its own
+    with psycopg.connect(db) as c:  # what the gap warns about: the journal names the person
+        assert c.execute("SELECT count(*) FROM rewind.change WHERE tx = %s", (victim,)).fetchone() == (3,)
+        assert c.execute("SELECT count(*) FROM rewind.tx WHERE actor = 'agent-x'").fetchone() == (0,)
+    code, out, err = rewind(capsys, "status", "--dsn", db, "--check")
+    assert code == 1 and "check failed: 1 capture gap(s) (bypass)" in err
+    assert f"xid {xid} filed 2 journal row(s) under action(s) {victim}" in " ".join(out.split())
+    code, out, err = rewind(capsys, "actions", "--journal", sqlite_url, "--json")
+    assert code == 0 and "2 journal row(s) filed under another transaction's record in 1 transaction(s)" in err
