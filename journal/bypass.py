@@ -80,7 +80,6 @@ def find_bypasses(rows: list[DecodedRow], journal: list[tuple[Any, ...]], *, tab
     return gaps
 
 
-
 def find_misfiled(changes: list[tuple[Any, ...]], ddls: list[tuple[Any, ...]], txs: list[tuple[Any, ...]], *,
                   xid: int, commit_lsn: int, commit_time: str) -> Gap | None:
     """A gap for journal rows (mirror change and ddl rows) that a transaction filed under a
@@ -90,7 +89,7 @@ def find_misfiled(changes: list[tuple[Any, ...]], ddls: list[tuple[Any, ...]], t
     file its changes under another transaction's record: another actor, another role, and no record
     of its own. WAL says which transaction wrote each journal row, so the stream can tell. Run at
     every commit with journal rows: one set comparison unless something is misfiled."""
-    own = set(str(t[0]) for t in txs)
+    own = {str(t[0]) for t in txs}
     if set(map(str, map(_TX_OF, changes))) <= own and set(map(str, map(_DDL_TX_OF, ddls))) <= own:
         return None
     misfiled = [c for c in changes if str(c[_TX]) not in own]
@@ -102,6 +101,7 @@ def find_misfiled(changes: list[tuple[Any, ...]], ddls: list[tuple[Any, ...]], t
         "own_records": sorted(int(i) for i in own)}
     return Gap(kind="bypass", complete=False, at=commit_time, xid=str(xid), table_name=None,
                changes=len(misfiled) + len(ddl), end_lsn=commit_lsn, detail=detail)
+
 
 def _unclaimed(decoded: list[DecodedRow], journal: list[tuple[int, str]]) -> list[DecodedRow]:
     truncates = sorted(pos for pos, op in journal if op == "T")

@@ -21,8 +21,9 @@ $$;
 -- changes find its id in a transaction-local setting. set_config(..., true) lasts until the
 -- transaction ends and a savepoint rollback reverts it together with the row, so the setting and
 -- the record cannot disagree, and a new transaction finds it empty. (A session could set
--- rewind.tx itself and so file its changes under another transaction's record: as with
--- rewind.actor, a setting is only as trustworthy as whoever sets it; see the README.)
+-- rewind.tx itself and so file its changes under another transaction's record; checking the
+-- record here would cost every statement an index lookup, so the decoding stream reports such
+-- rows instead: journal/bypass.py, find_misfiled.)
 -- Not SECURITY DEFINER: only the capture functions call it, and they already run as the owner.
 CREATE OR REPLACE FUNCTION rewind.write_tx() RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -49,7 +50,7 @@ END $$;
 -- plpgsql call; the first one goes on to write_tx. Kept to three function calls: PL/pgSQL builds
 -- this expression afresh in every transaction, and each call in it costs a catalog lookup and a
 -- permission check there. (Counted with bench/capture_instructions.py: the earlier form, which
--- kept the transaction id beside the record's in the setting and compared it, cost about 45,000
+-- kept the transaction id beside the record's in the setting and compared it, cost about 40,000
 -- more instructions per pgbench transaction.)
 CREATE OR REPLACE FUNCTION rewind.journal_tx() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
