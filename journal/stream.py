@@ -90,7 +90,9 @@ _OID = struct.Struct(">I")
 _COMMIT_END = struct.Struct(">q")  # a Commit's end LSN: after its kind, flags and commit LSN
 # After reading what had arrived, a busy stream waits this long before reading again: one wake-up
 # per message arrival (a commit's worth, under OLTP) would cost a context switch each, on the cores
-# the database needs; at most this much is added to the lag.
+# the database needs; at most this much is added to the lag. Unless reading took that long itself:
+# then the stream is behind (a backlog, a burst), and a pause would only let the socket's buffer
+# fill and stop the walsender, which decodes faster than the stream journals.
 _DRAIN_PAUSE: Final = 0.01
 
 # Stamped in batches by primary key; only rows not already stamped, so a replay rewrites nothing.
@@ -458,6 +460,7 @@ class Streamer:
         last_beat = time.monotonic()
         wal_end_seen = stream.wal_end
         drained = False
+        drain_started = 0.0
         self._update(ready=True)
         log.info("streaming slot %s of %s from %s", self.slot, self.database, format_lsn(self._confirmed))
 
@@ -487,13 +490,16 @@ class Streamer:
                     last_beat = now
                 if drained:  # the stream is busy: let more arrive, so each wake-up reads many messages
                     drained = False
-                    time.sleep(_DRAIN_PAUSE)
+                    if now - drain_started < _DRAIN_PAUSE:
+                        time.sleep(_DRAIN_PAUSE)
+                    drain_started = time.monotonic()
                     continue
                 busy = pending_since or writer.written < submitted
                 # Woken by the server, with a row or only a keepalive (the walsender sends one after
                 # each commit anywhere in the cluster while the slot's confirmed position trails its
                 # own, and that is every commit of another database): read, then pause as above.
                 drained = bool(select.select([stream], [], [], 0.02 if busy else min(0.1, self.heartbeat_seconds))[0])
+                drain_started = time.monotonic()
                 continue
 
             drained = True
