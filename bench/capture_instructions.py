@@ -54,11 +54,6 @@ BASE_RUN = 200  # transactions of the run whose count is subtracted
 SETTINGS = {**BENCH_SETTINGS, "fsync": "off", "autovacuum": "off"}
 
 
-def as_server_user(cmd: Sequence[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; Cluster runs it as the postgres OS user then, and so must we."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
-
-
 def total_instructions(path: Path) -> int | None:
     """The process's instruction count, from its callgrind file; None while the file is being written."""
     try:
@@ -123,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepare(cluster, side, dbname, args.scale, args.warmup)
         data = str(cluster.data_dir)
         server = shlex.split(Path(data, "postmaster.opts").read_text())
-        subprocess.run(as_server_user([cluster.bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
+        subprocess.run(cluster.server_command([cluster.bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
                        check=True, capture_output=True)
         valgrind = subprocess.Popen(
-            as_server_user(["valgrind", "--tool=callgrind", "--trace-children=yes",
+            cluster.server_command(["valgrind", "--tool=callgrind", "--trace-children=yes",
                             f"--callgrind-out-file={out_dir}/callgrind.%p", *server]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -149,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 over = per_tx[side] - per_tx["untracked"]
                 print(f"{side:<10}  {per_tx[side]:>15,.0f}  {over:>14,.0f}", flush=True)
         finally:
-            subprocess.run(as_server_user([cluster.bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
+            subprocess.run(cluster.server_command([cluster.bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
                            capture_output=True)
             valgrind.wait(120)
     capture = {side: per_tx[side] - per_tx["untracked"] for side in SIDES}

@@ -351,8 +351,10 @@ class Cluster:
         if shutil.which("runuser") is None:
             raise RuntimeError("running as root, but `runuser` (util-linux) is not installed")
 
-    def _prefix(self) -> list[str]:
-        return ["runuser", "-u", OS_USER, "--"] if self._as_os_user else []
+    def server_command(self, args: Sequence[str]) -> list[str]:
+        """args as the server's OS user runs them (PostgreSQL refuses to run as root): for a
+        caller that starts server processes of its own, as bench/capture_instructions.py does."""
+        return [*(["runuser", "-u", OS_USER, "--"] if self._as_os_user else []), *args]
 
     def _chown(self, path: Path, *, recursive: bool = True) -> None:
         """Hand files to the server's OS user; a no-op unless we are root."""
@@ -448,7 +450,7 @@ class Cluster:
                 raise RuntimeError(self._startup_error("start", exc, offset)) from None
 
     def _run(self, args: Sequence[str], *, timeout: float) -> str:
-        cmd = [*self._prefix(), *args]
+        cmd = self.server_command(args)
         proc = subprocess.run(
             cmd,
             cwd=self._base,  # the server's OS user may not be allowed into our working directory
