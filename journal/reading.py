@@ -78,7 +78,8 @@ def row_key(key_columns: list[str], image: dict[str, Any] | None) -> dict[str, A
 
 
 _ACTIONS = """
-SELECT t.id, t.xid::text AS xid, t.actor, t.role, t.application, t.run, t.started_at, t.committed_at
+SELECT t.id, t.xid::text AS xid, t.actor, t.role, t.application, t.run, t.started_at,
+       coalesce(t.committed_at, rewind.commit_time(t.xid)) AS committed_at
 FROM rewind.tx t
 WHERE {tx_filter} AND (
     EXISTS (SELECT 1 FROM rewind.change c WHERE c.tx = t.id AND {table_filter})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import psycopg
 
@@ -49,6 +49,11 @@ def head_revision() -> str:
     return head
 
 
+# The revision this code reads and writes: Alembic's head, kept as a constant because asking
+# Alembic costs half a second per command (tests/test_cli.py checks that the two agree).
+SCHEMA_REVISION: Final = "0009"
+
+
 def current_revision(conn: psycopg.Connection) -> str | None:
     """The installed schema revision, or None when rewind was never installed here."""
     row = conn.execute("SELECT to_regclass('rewind.alembic_version') IS NOT NULL").fetchone()
@@ -59,8 +64,16 @@ def current_revision(conn: psycopg.Connection) -> str | None:
 
 
 def require_installed(conn: psycopg.Connection) -> None:
-    if current_revision(conn) is None:
+    """Refuse a database without the rewind schema, or with another revision of it than this code
+    reads and writes (a function or column it needs would be missing: a one-line answer instead)."""
+    revision = current_revision(conn)
+    if revision is None:
         raise BadInput("rewind is not installed in this database: run `rewind init` first")
+    if revision != SCHEMA_REVISION:
+        what = ("run `rewind init` to upgrade it" if revision < SCHEMA_REVISION
+                else "use the newer rewind that upgraded it")
+        raise BadInput(f"the rewind schema in this database is at revision {revision} and this rewind needs "
+                       f"{SCHEMA_REVISION}: {what}")
 
 
 def init(dsn: str, *, event_triggers: bool = True) -> InitResult:

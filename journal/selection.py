@@ -76,7 +76,8 @@ class Selection:
             parts.append(sql.SQL("{}.started_at <= %(sel_until)s").format(t))
         if self.after:
             parts.append(sql.SQL(
-                "(coalesce({t}.committed_at > %(sel_after)s, false) OR {t}.started_at > %(sel_after)s "
+                "(coalesce(coalesce({t}.committed_at, rewind.commit_time({t}.xid)) > %(sel_after)s, false) "
+                "OR {t}.started_at > %(sel_after)s "
                 "OR EXISTS (SELECT 1 FROM rewind.change x WHERE x.tx = {t}.id AND x.at > %(sel_after)s) "
                 "OR EXISTS (SELECT 1 FROM rewind.ddl y WHERE y.tx = {t}.id AND y.at > %(sel_after)s))"
             ).format(t=t))

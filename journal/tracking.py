@@ -215,12 +215,16 @@ class Status:
     actions: int
     slot: SlotStatus | None = None  # the decoding stream's slot, None when there is none
     gaps: list[GapRecord] = field(default_factory=list)  # what the journal misses, newest first
+    # The server keeps commit timestamps (track_commit_timestamp), so commit times are known
+    # without the sidecar's stamps (restore --to, see rewind.commit_time).
+    commit_timestamps: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"revision": self.revision, "tables": [t.as_json() for t in self.tables],
                 "schemas": self.schemas, "untracked": self.untracked,
                 "changes": self.changes, "actions": self.actions,
-                "slot": self.slot.as_json() if self.slot else None, "gaps": [g.as_json() for g in self.gaps]}
+                "slot": self.slot.as_json() if self.slot else None, "gaps": [g.as_json() for g in self.gaps],
+                "commit_timestamps": self.commit_timestamps}
 
 
 def status(dsn: str, *, slot: str | None = None, gaps_since: datetime | None = None) -> Status:
@@ -233,11 +237,12 @@ def status(dsn: str, *, slot: str | None = None, gaps_since: datetime | None = N
         tracked_names = {t.table for t in tables}
         untracked = [f"{r[1]}.{r[2]}" for r in conn.execute(_USER_TABLES, {"schema": None})
                      if f"{r[1]}.{r[2]}" not in tracked_names]
-        changes, actions = conn.execute(
-            "SELECT (SELECT count(*) FROM rewind.change), (SELECT count(*) FROM rewind.tx)").fetchone()  # type: ignore[misc]
+        changes, actions, commit_ts = conn.execute(
+            "SELECT (SELECT count(*) FROM rewind.change), (SELECT count(*) FROM rewind.tx), "
+            "current_setting('track_commit_timestamp')::boolean").fetchone()  # type: ignore[misc]
         return Status(revision=current_revision(conn), tables=tables, schemas=schemas,
                       untracked=untracked, changes=changes, actions=actions, slot=slot_status(conn, slot),
-                      gaps=list_gaps(conn, gaps_since))
+                      gaps=list_gaps(conn, gaps_since), commit_timestamps=commit_ts)
 
 
 def tracked_ids(conn: psycopg.Connection, names: list[str]) -> list[int]:

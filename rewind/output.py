@@ -149,6 +149,11 @@ def status(s: Status) -> None:
     else:
         out.print(f"decoding stream: slot {s.slot.name} ({'active' if s.slot.active else 'inactive'}), lag "
                   f"{s.slot.lag_bytes} bytes, {s.slot.lag_seconds:.1f} s")
+    if s.commit_timestamps:
+        out.print("commit times: the server keeps them (track_commit_timestamp), with or without the stream")
+    else:
+        out.print("commit times: stamped by the decoding stream only (track_commit_timestamp is off); what it has "
+                  "not stamped, restore --to cannot tell committed after the time it is given")
     if s.gaps:
         out.print(Panel("\n".join(g.describe() for g in s.gaps), style="bold red",
                         title=f"{len(s.gaps)} capture gap(s): the journal is missing writes", title_align="left"))

@@ -3,6 +3,8 @@ refusals, and bad input. Every test runs the real command against a real Postgre
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from helpers import connect_as, rewind, rewind_json, table_state
 from psycopg import sql
 
+from journal.schema import SCHEMA_REVISION, head_revision
 from rewind.devdb import Cluster
 
 SHOP = """
@@ -33,10 +36,21 @@ def shop(dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[
 def test_init_is_idempotent_and_versioned(dsn: str, capsys: pytest.CaptureFixture[str],
                                           conn: psycopg.Connection[Any]) -> None:
     code, first = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and first["upgraded_from"] is None and first["revision"] == "0008"
+    assert code == 0 and first["upgraded_from"] is None and first["revision"] == SCHEMA_REVISION
     code, second = rewind_json(capsys, "init", "--dsn", dsn)
-    assert code == 0 and second["upgraded_from"] == "0008"
-    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == ("0008",)
+    assert code == 0 and second["upgraded_from"] == SCHEMA_REVISION
+    assert conn.execute("SELECT version_num FROM rewind.alembic_version").fetchone() == (SCHEMA_REVISION,)
+
+
+def test_a_schema_at_another_revision_is_refused_until_upgraded(shop: str, conn: psycopg.Connection[Any],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert head_revision() == SCHEMA_REVISION  # the constant the commands check against is Alembic's head
+    conn.execute("UPDATE rewind.alembic_version SET version_num = '0008'")
+    code, out, err = rewind(capsys, "actions", "--dsn", shop)
+    assert code == 2 and out == "" and "at revision 0008" in err and "rewind init" in err
+    assert len(err.strip().splitlines()) == 1
+    assert rewind(capsys, "init", "--dsn", shop)[0] == 0
+    assert rewind(capsys, "actions", "--dsn", shop)[0] == 0
 
 
 def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn: psycopg.Connection[Any],
@@ -56,7 +70,7 @@ def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn
                              sql.Literal(str(tbl))))
     conn.execute("UPDATE rewind.alembic_version SET version_num = '0002'")
     code, result = rewind_json(capsys, "init", "--dsn", shop)
-    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == "0008"
+    assert code == 0 and result["upgraded_from"] == "0002" and result["revision"] == SCHEMA_REVISION
     assert row_level()
     with connect_as(shop, "agent-7") as a:
         a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
@@ -347,6 +361,52 @@ def test_restore_to_a_time(shop: str, conn: psycopg.Connection[Any], capsys: pyt
     assert code == 0 and result["applied"]
     assert table_state(conn, "customers") == before
     assert conn.execute("SELECT sum(total) FROM orders").fetchone() == (0,)  # not restored: not asked
+
+
+def test_without_commit_timestamps_a_commit_time_is_unknown(shop: str, conn: psycopg.Connection[Any],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The test cluster keeps no commit timestamps (PostgreSQL's default): rewind.commit_time says
+    NULL instead of raising, and the actions list leaves committed_at empty for the sidecar."""
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET name = 'a' WHERE id = 1")
+    assert conn.execute("SELECT DISTINCT rewind.commit_time(xid) FROM rewind.tx").fetchall() == [(None,)]
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop)
+    assert code == 0 and actions[0]["committed_at"] is None
+    code, status = rewind_json(capsys, "status", "--dsn", shop)
+    assert code == 0 and status["commit_timestamps"] is False
+
+
+@pytest.fixture(scope="module")
+def commit_ts_cluster() -> Iterator[Cluster]:
+    with Cluster(settings={"track_commit_timestamp": "on"}) as cluster:
+        yield cluster
+
+
+def test_restore_to_a_time_undoes_a_transaction_that_committed_after_it(
+        commit_ts_cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """A transaction that wrote before T and committed after it had nothing visible at T, so
+    restore --to T undoes it. Without the sidecar's commit stamps, the server's own commit
+    timestamps (track_commit_timestamp = on) say when it committed."""
+    dsn = commit_ts_cluster.create_database("straddling")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SHOP)
+        assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+        assert rewind(capsys, "track", "--dsn", dsn, "--all")[0] == 0
+        before = table_state(conn, "customers")
+        with connect_as(dsn, "agent-7") as a, a.transaction():
+            a.execute("UPDATE customers SET name = 'late' WHERE id = 1")
+            mark = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        code, actions = rewind_json(capsys, "actions", "--dsn", dsn, "--actor", "agent-7")
+        assert code == 0 and datetime.fromisoformat(actions[0]["committed_at"]) > mark
+        code, status = rewind_json(capsys, "status", "--dsn", dsn)
+        assert code == 0 and status["commit_timestamps"] is True
+        assert "the server keeps them" in rewind(capsys, "status", "--dsn", dsn)[1]
+        code, plan = rewind_json(capsys, "restore", "--dsn", dsn, "--to", mark.isoformat(), "--preview")
+        assert code == 0 and plan["tables"] == {"public.customers": {"insert": 0, "update": 1, "delete": 0}}
+        code, result = rewind_json(capsys, "restore", "--dsn", dsn, "--to", mark.isoformat(),
+                                   "--plan", plan["plan"], "--yes")
+        assert code == 0 and result["applied"]
+        assert table_state(conn, "customers") == before
 
 
 @pytest.mark.parametrize("args, message", [
