@@ -78,6 +78,57 @@ def test_upgrade_to_row_update_capture_reattaches_tracked_tables(shop: str, conn
     assert actions[0]["tables"]["public.customers"]["update"] == 3
 
 
+# The UPDATE row trigger's function as revision 0009 had it: shared, the tracked id from TG_ARGV.
+SHARED_ROW_CAPTURE = """
+CREATE FUNCTION rewind.capture_update_row() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
+    VALUES (rewind.journal_tx(), rewind.journal_pos(), TG_ARGV[0]::integer, 'U', to_jsonb(OLD), to_jsonb(NEW));
+    RETURN NULL;
+END $$"""
+
+
+def test_each_plain_table_updates_through_a_function_of_its_own(shop: str, conn: psycopg.Connection[Any],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The UPDATE row trigger calls rewind.capture_update_row_<tracked id>(), with no trigger
+    argument to read; the upgrade from 0009 moves tables off the shared function and drops it;
+    stream mode, untrack and DROP TABLE take a table's function away with its trigger."""
+    def row_triggers() -> dict[str, str]:
+        return {r[0]: r[1] for r in conn.execute(
+            "SELECT tgrelid::regclass::text, tgfoid::regprocedure::text FROM pg_trigger "
+            "WHERE tgname = 'rewind_capture_u'")}
+
+    def functions() -> set[str]:
+        return {r[0] for r in conn.execute("SELECT oid::regprocedure::text FROM pg_proc WHERE "
+                                           "pronamespace = 'rewind'::regnamespace AND proname ^@ 'capture_update_row'")}
+
+    ids = {r[0]: r[1] for r in conn.execute("SELECT table_name, id FROM rewind.tracked")}
+    own = {t: f"rewind.capture_update_row_{ids[t]}()" for t in ("customers", "orders")}
+    assert row_triggers() == own and functions() == set(own.values())
+
+    conn.execute(SHARED_ROW_CAPTURE)
+    conn.execute("DROP TRIGGER rewind_capture_u ON customers")
+    conn.execute(sql.SQL("CREATE TRIGGER rewind_capture_u AFTER UPDATE ON customers FOR EACH ROW "
+                         "EXECUTE FUNCTION rewind.capture_update_row({})").format(sql.Literal(str(ids["customers"]))))
+    conn.execute("UPDATE rewind.alembic_version SET version_num = '0009'")
+    code, result = rewind_json(capsys, "init", "--dsn", shop)
+    assert code == 0 and result["upgraded_from"] == "0009"
+    assert row_triggers() == own and functions() == set(own.values())
+    with connect_as(shop, "agent-7") as a:
+        a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
+    code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-7")
+    assert actions[0]["tables"]["public.customers"]["update"] == 3
+
+    conn.execute("SELECT rewind.set_mode('orders', 'stream')")
+    assert row_triggers() == {"customers": own["customers"]} and functions() == {own["customers"]}
+    conn.execute("SELECT rewind.set_mode('orders', 'journal')")
+    assert row_triggers() == own and functions() == set(own.values())
+    assert rewind(capsys, "untrack", "--dsn", shop, "public.orders")[0] == 0
+    assert functions() == {own["customers"]}
+    conn.execute("DROP TABLE customers CASCADE")
+    assert row_triggers() == {} and functions() == set()
+
+
 def test_init_without_privileges_names_them(dsn: str, conn: psycopg.Connection[Any],
                                             capsys: pytest.CaptureFixture[str], pg_cluster: Cluster) -> None:
     conn.execute("CREATE ROLE weak LOGIN PASSWORD 'weak-pw'")

@@ -2,7 +2,7 @@
 --
 -- Why statement-level triggers with transition tables for INSERT and DELETE: a bulk statement then
 -- costs one INSERT ... SELECT into the journal instead of one trigger call per row. UPDATE of a
--- plain table is the exception (see capture_update_row).
+-- plain table is the exception (see row_capture).
 --
 -- Why no SET search_path on these SECURITY DEFINER functions: a function-level SET makes every
 -- call much dearer (it opens a GUC nesting level). Instead every relation is schema-qualified, and
@@ -100,14 +100,37 @@ END $$;
 -- the whole row trigger (measured in a procedure loop: 26 us against 38 us per one-row UPDATE).
 -- Bulk UPDATEs pay a call per row instead; INSERT and DELETE keep statement triggers, for which
 -- a bulk statement is the common disaster. Each row gets its own position, in statement order.
-CREATE OR REPLACE FUNCTION rewind.capture_update_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+-- One function per table, with its tracked id written in: a trigger argument would be read through
+-- TG_ARGV, an array PL/pgSQL builds afresh on every call (18,000 instructions of a pgbench
+-- transaction's three one-row UPDATEs, bench/capture_instructions.py).
+CREATE OR REPLACE FUNCTION rewind.row_capture_name(tbl integer) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_catalog.format('rewind.%I()', 'capture_update_row_' || tbl)
+$$;
+
+-- Create (or replace) the UPDATE row trigger's function of tracked id tbl; returns its name.
+CREATE OR REPLACE FUNCTION rewind.row_capture(tbl integer) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER AS $fn$
+DECLARE
+    f text := rewind.row_capture_name(tbl);
+BEGIN
+    EXECUTE pg_catalog.format($f$CREATE OR REPLACE FUNCTION %s RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $body$
 DECLARE
     rewind_tx_id bigint := rewind.journal_tx();
 BEGIN
     INSERT INTO rewind.change (tx, pos, tbl, op, before, after)
-    VALUES (rewind_tx_id, rewind.journal_pos(), TG_ARGV[0]::integer, 'U', pg_catalog.to_jsonb(OLD), pg_catalog.to_jsonb(NEW));
+    VALUES (rewind_tx_id, rewind.journal_pos(), %s, 'U', pg_catalog.to_jsonb(OLD), pg_catalog.to_jsonb(NEW));
     RETURN NULL;
+END $body$$f$, f, tbl);
+    RETURN f;
+END $fn$;
+
+-- Drop the UPDATE row trigger function of tracked id tbl, if it has one (untrack, DROP TABLE).
+CREATE OR REPLACE FUNCTION rewind.drop_row_capture(tbl integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', rewind.row_capture_name(tbl));
 END $$;
 
 -- UPDATE of a partitioned table: a statement trigger, because a row that moves to another
@@ -207,6 +230,7 @@ DECLARE
                                   AND (c.relkind = 'p' OR c.relispartition))
                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel);
     attached_by_row boolean;
+    attached_fn oid;
 BEGIN
     IF EXISTS (SELECT 1 FROM rewind.tracked t WHERE t.id = tbl AND t.mode = 'stream') THEN
         PERFORM rewind.attach_stream(rel, tbl);
@@ -214,16 +238,17 @@ BEGIN
     ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_s') THEN
         PERFORM rewind.drop_capture(rel);  -- leaving stream mode
     END IF;
-    SELECT (tgtype::integer & 1) = 1 INTO attached_by_row
+    SELECT (tgtype::integer & 1) = 1, tgfoid INTO attached_by_row, attached_fn
     FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_u';
-    IF attached_by_row = by_row THEN
+    IF attached_by_row = by_row
+       AND (NOT by_row OR attached_fn = pg_catalog.to_regprocedure(rewind.row_capture_name(tbl))) THEN
         RETURN;
     ELSIF attached_by_row IS NOT NULL THEN
         PERFORM rewind.drop_capture(rel);
     END IF;
     EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_i AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_insert(%s)', q, tbl);
     IF by_row THEN
-        EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_u AFTER UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION rewind.capture_update_row(%s)', q, tbl);
+        EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_u AFTER UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION %s', q, rewind.row_capture(tbl));
     ELSE
         EXECUTE pg_catalog.format('CREATE TRIGGER rewind_capture_u AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rewind.capture_update(%s)', q, tbl);
     END IF;
@@ -299,17 +324,25 @@ BEGIN
     END IF;
 END $$;
 
--- The capture triggers of one relation, not of its children.
+-- The capture triggers of one relation, not of its children, and its UPDATE row trigger's
+-- function (see row_capture).
 CREATE OR REPLACE FUNCTION rewind.drop_capture(rel regclass) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     q text := pg_catalog.format('%s', rel);
+    row_fn regprocedure;
 BEGIN
+    SELECT p.oid INTO row_fn FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_proc p ON p.oid = tg.tgfoid
+    WHERE tg.tgrelid = rel AND tg.tgname = 'rewind_capture_u'
+      AND p.pronamespace = 'rewind'::regnamespace AND p.proname ~ '^capture_update_row_[0-9]+$';
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_i ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_u ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_d ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_t ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_s ON %s', q);
+    IF row_fn IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', row_fn);
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION rewind.detach(rel regclass) RETURNS void
@@ -427,6 +460,7 @@ BEGIN
         IF tid IS NOT NULL THEN
             INSERT INTO rewind.ddl (tx, tbl, command, object_type, object_identity)
             VALUES (rewind.begin_tx(), tid, TG_TAG, obj.object_type, obj.object_identity);
+            PERFORM rewind.drop_row_capture(tid);  -- its trigger went with the table
         END IF;
     END LOOP;
 END $$;
