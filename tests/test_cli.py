@@ -108,25 +108,45 @@ def test_each_plain_table_updates_through_a_function_of_its_own(shop: str, conn:
 
     conn.execute(SHARED_ROW_CAPTURE)
     conn.execute("DROP TRIGGER rewind_capture_u ON customers")
-    conn.execute(sql.SQL("CREATE TRIGGER rewind_capture_u AFTER UPDATE ON customers FOR EACH ROW "
-                         "EXECUTE FUNCTION rewind.capture_update_row({})").format(sql.Literal(str(ids["customers"]))))
+    conn.execute(f"DROP FUNCTION {own['customers']}")
+    shared = ("CREATE TRIGGER rewind_capture_u AFTER UPDATE ON {} FOR EACH ROW "
+              "EXECUTE FUNCTION rewind.capture_update_row({})")
+    conn.execute(sql.SQL(shared).format(sql.Identifier("customers"), sql.Literal(str(ids["customers"]))))
+    # an untracked table that carries the customers' trigger (0009 gave one to inheritance children), disabled
+    conn.execute("CREATE SCHEMA side; CREATE TABLE side.notes (id int PRIMARY KEY)")
+    conn.execute(sql.SQL(shared).format(sql.Identifier("side", "notes"), sql.Literal(str(ids["customers"]))))
+    conn.execute("ALTER TABLE side.notes DISABLE TRIGGER rewind_capture_u")
     conn.execute("UPDATE rewind.alembic_version SET version_num = '0009'")
     code, result = rewind_json(capsys, "init", "--dsn", shop)
     assert code == 0 and result["upgraded_from"] == "0009"
-    assert row_triggers() == own and functions() == set(own.values())
+    assert row_triggers() == {**own, "side.notes": own["customers"]} and functions() == set(own.values())
+    assert conn.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'rewind_capture_u' "
+                        "AND tgrelid = 'side.notes'::regclass").fetchone() == ("D",)
     with connect_as(shop, "agent-7") as a:
         a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
     code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-7")
     assert actions[0]["tables"]["public.customers"]["update"] == 3
 
     conn.execute("SELECT rewind.set_mode('orders', 'stream')")
-    assert row_triggers() == {"customers": own["customers"]} and functions() == {own["customers"]}
+    assert row_triggers() == {"customers": own["customers"], "side.notes": own["customers"]}
+    assert functions() == {own["customers"]}
     conn.execute("SELECT rewind.set_mode('orders', 'journal')")
-    assert row_triggers() == own and functions() == set(own.values())
+    assert functions() == set(own.values())
     assert rewind(capsys, "untrack", "--dsn", shop, "public.orders")[0] == 0
     assert functions() == {own["customers"]}
-    conn.execute("DROP TABLE customers CASCADE")
-    assert row_triggers() == {} and functions() == set()
+    conn.execute("DROP TABLE customers CASCADE")  # side.notes still calls the function: it stays, the DROP goes on
+    assert row_triggers() == {"side.notes": own["customers"]} and functions() == {own["customers"]}
+
+
+def test_altering_a_tracked_parent_leaves_its_inheritance_children_alone(dsn: str, conn: psycopg.Connection[Any],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a partition records under its root; an inheritance child is a table of its own."""
+    conn.execute("CREATE TABLE ev (id int PRIMARY KEY, v int); CREATE SCHEMA side; "
+                 "CREATE TABLE side.ev_old () INHERITS (ev)")
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    assert rewind(capsys, "track", "--dsn", dsn, "public.ev")[0] == 0
+    conn.execute("ALTER TABLE ev ADD COLUMN note text")
+    assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'side.ev_old'::regclass").fetchone() == (0,)
 
 
 def test_init_without_privileges_names_them(dsn: str, conn: psycopg.Connection[Any],

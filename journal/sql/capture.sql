@@ -4,9 +4,12 @@
 -- costs one INSERT ... SELECT into the journal instead of one trigger call per row. UPDATE of a
 -- plain table is the exception (see row_capture).
 --
--- Why no SET search_path on these SECURITY DEFINER functions: a function-level SET makes every
--- call much dearer (it opens a GUC nesting level). Instead every relation is schema-qualified, and
--- pg_temp is never searched for functions or operators, so a caller cannot shadow what they use.
+-- Why no SET search_path on the capture functions (SECURITY DEFINER, called on every write): a
+-- function-level SET makes every call much dearer (it opens a GUC nesting level). Instead every
+-- relation and function is schema-qualified, and what they compare has an exact pg_catalog operator.
+-- The functions that run at DDL time (track, attach, the event triggers, ...) compare oids with
+-- regclasses and names with patterns, where an operator from a schema on the caller's path could
+-- match better than pg_catalog's; they are rare, so they pay for SET search_path = pg_catalog, pg_temp.
 
 -- Who is writing: rewind.actor, else application_name, else the role. A plain SQL function, so
 -- the planner inlines it into its callers.
@@ -105,12 +108,12 @@ END $$;
 -- transaction's three one-row UPDATEs, bench/capture_instructions.py).
 CREATE OR REPLACE FUNCTION rewind.row_capture_name(tbl integer) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT pg_catalog.format('rewind.%I()', 'capture_update_row_' || tbl)
+    SELECT pg_catalog.format('rewind.%I()', pg_catalog.format('capture_update_row_%s', tbl))
 $$;
 
 -- Create (or replace) the UPDATE row trigger's function of tracked id tbl; returns its name.
 CREATE OR REPLACE FUNCTION rewind.row_capture(tbl integer) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     f text := rewind.row_capture_name(tbl);
 BEGIN
@@ -126,11 +129,14 @@ END $body$$f$, f, tbl);
     RETURN f;
 END $fn$;
 
--- Drop the UPDATE row trigger function of tracked id tbl, if it has one (untrack, DROP TABLE).
-CREATE OR REPLACE FUNCTION rewind.drop_row_capture(tbl integer) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+-- Drop an UPDATE row trigger function (from row_capture; NULL: none) once no trigger calls it.
+CREATE OR REPLACE FUNCTION rewind.drop_row_capture(fn regprocedure) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', rewind.row_capture_name(tbl));
+    IF fn IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                                      WHERE tgfoid OPERATOR(pg_catalog.=) fn::oid) THEN
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', fn);
+    END IF;
 END $$;
 
 -- UPDATE of a partitioned table: a statement trigger, because a row that moves to another
@@ -222,7 +228,7 @@ $$;
 -- table whose capture no longer fits (it became a partition or a parent) is attached afresh.
 -- A table in stream mode gets attach_stream instead.
 CREATE OR REPLACE FUNCTION rewind.attach(rel regclass, tbl integer) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q text := pg_catalog.format('%s', rel);
     part regclass;
@@ -241,7 +247,7 @@ BEGIN
     SELECT (tgtype::integer & 1) = 1, tgfoid INTO attached_by_row, attached_fn
     FROM pg_catalog.pg_trigger WHERE tgrelid = rel AND tgname = 'rewind_capture_u';
     IF attached_by_row = by_row
-       AND (NOT by_row OR attached_fn = pg_catalog.to_regprocedure(rewind.row_capture_name(tbl))) THEN
+       AND (NOT by_row OR attached_fn OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(rewind.row_capture_name(tbl))::oid) THEN
         RETURN;
     ELSIF attached_by_row IS NOT NULL THEN
         PERFORM rewind.drop_capture(rel);
@@ -263,7 +269,7 @@ END $$;
 -- FULL (complete old rows in WAL), and the journal's TRUNCATE trigger, because WAL carries none
 -- of the rows a TRUNCATE removes.
 CREATE OR REPLACE FUNCTION rewind.attach_stream(rel regclass, tbl integer) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q text := pg_catalog.format('%s', rel);
     part regclass;
@@ -284,7 +290,7 @@ END $$;
 -- Put back the replica identity a table had before stream mode made it FULL (default or
 -- nothing; an identity index is not remembered, and FULL stays).
 CREATE OR REPLACE FUNCTION rewind.restore_identity(rel regclass, prior "char") RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     part regclass;
 BEGIN
@@ -299,7 +305,7 @@ END $$;
 
 -- Switch a tracked table between journal and stream mode; nothing when it is in that mode.
 CREATE OR REPLACE FUNCTION rewind.set_mode(rel regclass, new_mode text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tid integer;
     old_mode text;
@@ -327,26 +333,25 @@ END $$;
 -- The capture triggers of one relation, not of its children, and its UPDATE row trigger's
 -- function (see row_capture).
 CREATE OR REPLACE FUNCTION rewind.drop_capture(rel regclass) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q text := pg_catalog.format('%s', rel);
     row_fn regprocedure;
 BEGIN
     SELECT p.oid INTO row_fn FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_proc p ON p.oid = tg.tgfoid
-    WHERE tg.tgrelid = rel AND tg.tgname = 'rewind_capture_u'
-      AND p.pronamespace = 'rewind'::regnamespace AND p.proname ~ '^capture_update_row_[0-9]+$';
+    WHERE tg.tgrelid OPERATOR(pg_catalog.=) rel::oid AND tg.tgname = 'rewind_capture_u'
+      AND p.pronamespace OPERATOR(pg_catalog.=) 'rewind'::regnamespace::oid
+      AND p.proname OPERATOR(pg_catalog.~) '^capture_update_row_[0-9]+$';
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_i ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_u ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_d ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_t ON %s', q);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS rewind_capture_s ON %s', q);
-    IF row_fn IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', row_fn);
-    END IF;
+    PERFORM rewind.drop_row_capture(row_fn);
 END $$;
 
 CREATE OR REPLACE FUNCTION rewind.detach(rel regclass) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     part regclass;
 BEGIN
@@ -358,7 +363,7 @@ END $$;
 
 -- Track one table (idempotent); returns its tracked id. Partitions are tracked through their root.
 CREATE OR REPLACE FUNCTION rewind.track(rel regclass) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     id integer;
     root regclass := rel;
@@ -385,7 +390,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION rewind.untrack(rel regclass) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_mode text;
     prior "char";
@@ -403,7 +408,7 @@ END $$;
 -- DDL capture: record DDL on tracked tables with its action, track new tables in tracked
 -- schemas and new partitions of tracked tables, and keep key columns current.
 CREATE OR REPLACE FUNCTION rewind.on_ddl_end() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cmd record;
     tid integer;
@@ -426,9 +431,12 @@ BEGIN
             WHERE t.relid = cmd.objid AND t.untracked_at IS NULL AND t.dropped_at IS NULL;
             IF tid IS NOT NULL THEN
                 UPDATE rewind.tracked SET key_columns = rewind.key_columns(cmd.objid) WHERE id = tid;
-                -- ATTACH PARTITION: the new partition records under its root.
+                -- ATTACH PARTITION: the new partition records under its root. Partitions only: an
+                -- inheritance child is a table of its own, tracked (or not) under its own id.
                 PERFORM rewind.attach(i.inhrelid::regclass, tid)
-                FROM pg_catalog.pg_inherits i WHERE i.inhparent = cmd.objid;
+                FROM pg_catalog.pg_inherits i
+                JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition
+                WHERE i.inhparent = cmd.objid;
             END IF;
         ELSE
             -- an index or constraint: record it against its table
@@ -446,7 +454,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION rewind.on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     obj record;
     tid integer;
@@ -460,7 +468,8 @@ BEGIN
         IF tid IS NOT NULL THEN
             INSERT INTO rewind.ddl (tx, tbl, command, object_type, object_identity)
             VALUES (rewind.begin_tx(), tid, TG_TAG, obj.object_type, obj.object_identity);
-            PERFORM rewind.drop_row_capture(tid);  -- its trigger went with the table
+            -- its trigger went with the table
+            PERFORM rewind.drop_row_capture(pg_catalog.to_regprocedure(rewind.row_capture_name(tid)));
         END IF;
     END LOOP;
 END $$;
