@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,13 @@ def test_each_plain_table_updates_through_a_function_of_its_own(shop: str, conn:
         a.execute("UPDATE customers SET name = 'x' WHERE id <= 3")
     code, actions = rewind_json(capsys, "actions", "--dsn", shop, "--actor", "agent-7")
     assert actions[0]["tables"]["public.customers"]["update"] == 3
+
+    # re-applying capture.sql (as a migration does) regenerates every table's function
+    conn.execute(f"CREATE OR REPLACE FUNCTION {own['orders']} RETURNS trigger LANGUAGE plpgsql "
+                 "AS $$ BEGIN RETURN NULL; END $$")
+    conn.execute(files("journal").joinpath("sql", "capture.sql").read_text())
+    body = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure", (own["orders"],)).fetchone()
+    assert body is not None and "INSERT INTO rewind.change" in body[0]
 
     conn.execute("SELECT rewind.set_mode('orders', 'stream')")
     assert row_triggers() == {"customers": own["customers"], "side.notes": own["customers"]}
