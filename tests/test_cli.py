@@ -3,6 +3,7 @@ refusals, and bad input. Every test runs the real command against a real Postgre
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from importlib.resources import files
@@ -144,6 +145,30 @@ def test_each_plain_table_updates_through_a_function_of_its_own(shop: str, conn:
     assert functions() == {own["customers"]}
     conn.execute("DROP TABLE customers CASCADE")  # side.notes still calls the function: it stays, the DROP goes on
     assert row_triggers() == {"side.notes": own["customers"]} and functions() == {own["customers"]}
+
+
+def test_ddl_time_functions_do_not_run_operators_from_the_callers_path(
+        dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str], pg_cluster: Cluster) -> None:
+    """rewind's event triggers run as its owner, a superuser. A role that puts an operator on its
+    search_path which matches their oid = regclass comparisons better than pg_catalog's does must
+    not get it run there."""
+    role = f"mallory_{uuid.uuid4().hex[:8]}"
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    assert rewind(capsys, "track", "--dsn", dsn, "--all")[0] == 0
+    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", "CREATE SCHEMA mal AUTHORIZATION {}",
+                  "GRANT CREATE ON SCHEMA public TO {}"):
+        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+    with psycopg.connect(dsn.replace(f"postgres:{pg_cluster.password}@", f"{role}:pw@"), autocommit=True) as m:
+        m.execute("""
+            CREATE FUNCTION mal.eq(oid, regclass) RETURNS boolean LANGUAGE sql AS
+                $$ INSERT INTO public.pwned VALUES (current_user) RETURNING $1 OPERATOR(pg_catalog.=) $2::oid $$;
+            CREATE OPERATOR mal.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = mal.eq);
+            SET search_path = mal, public;
+            CREATE TABLE public.m (id int PRIMARY KEY);
+            ALTER TABLE public.m ADD COLUMN v int;
+            DROP TABLE public.m""")
+    assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
 
 
 def test_altering_a_tracked_parent_leaves_its_inheritance_children_alone(dsn: str, conn: psycopg.Connection[Any],

@@ -26,3 +26,12 @@ BEGIN
     END LOOP;
     DROP FUNCTION rewind.capture_update_row();
 END $do$;
+
+-- The publication's DDL-time functions run with a fixed search_path too (see the head of capture.sql).
+DO $do$
+BEGIN
+    IF pg_catalog.to_regprocedure('rewind.on_ddl_sync_publication()') IS NOT NULL THEN
+        ALTER FUNCTION rewind.on_ddl_sync_publication() SET search_path = pg_catalog, pg_temp;
+    END IF;
+    ALTER FUNCTION rewind.sync_tables_publication() SET search_path = pg_catalog, pg_temp;
+END $do$;

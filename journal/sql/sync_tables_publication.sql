@@ -3,7 +3,7 @@
 -- which taught it to add each table once: adding an inheritance parent adds its children, and a
 -- tracked child then failed `rewind track --all` ("already member of publication").
 CREATE OR REPLACE FUNCTION rewind.sync_tables_publication() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
