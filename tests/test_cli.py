@@ -171,6 +171,45 @@ def test_ddl_time_functions_do_not_run_operators_from_the_callers_path(
     assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
 
 
+def test_an_agent_cannot_run_its_operators_as_rewinds_owner(
+        dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str], pg_cluster: Cluster) -> None:
+    """The capture functions run as rewind's owner on every write, with the writer's search_path.
+    An agent with a schema of its own that puts it ahead of pg_catalog, with "=" operators for the
+    types the capture compares (nullif's text = text among them), must not get them run there: on
+    any capture path, journal or stream mode, row or statement trigger, TRUNCATE."""
+    role = f"agent_{uuid.uuid4().hex[:8]}"
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE p (id int PRIMARY KEY, v int) "
+                 "PARTITION BY RANGE (id); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100); "
+                 "CREATE TABLE s (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1); "
+                 "INSERT INTO p VALUES (1, 1); CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    assert rewind(capsys, "track", "--dsn", dsn, "public.t", "public.p", "public.s")[0] == 0
+    conn.execute("SELECT rewind.set_mode('s', 'stream')")  # its context trigger; no slot needed to fire it
+    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", "CREATE SCHEMA mal AUTHORIZATION {}",
+                  "GRANT ALL ON t, p, s TO {}"):
+        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+    evil = ""
+    for left, right, same in (("text", "text", "texteq"), ("bigint", "integer", "int84eq"),
+                              ("bigint", "bigint", "int8eq"), ("oid", "regclass", "oideq")):
+        name = f"mal.eq_{left}_{right}"
+        evil += (f"CREATE FUNCTION {name}({left}, {right}) RETURNS boolean LANGUAGE sql AS "
+                 f"$$ INSERT INTO public.pwned VALUES (current_user) RETURNING pg_catalog.{same}($1, $2) $$; "
+                 f"CREATE OPERATOR mal.= (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {name}); ")
+    with psycopg.connect(dsn.replace(f"postgres:{pg_cluster.password}@", f"{role}:pw@"), autocommit=True) as a:
+        a.execute(evil)
+        a.execute("SET search_path = mal, pg_catalog, public; SET application_name = ''")
+        for statement in ("UPDATE public.t SET v = 2", "INSERT INTO public.t VALUES (2, 2)",
+                          "DELETE FROM public.t WHERE id = 2", "UPDATE public.p SET v = 2",
+                          "INSERT INTO public.s VALUES (1, 1)", "TRUNCATE public.t", "TRUNCATE public.p"):
+            a.execute(statement)
+    assert conn.execute("SELECT count(*) FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl "
+                        "WHERE k.table_name IN ('t', 'p')").fetchone() == (6,)  # all journaled
+    assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
+    same = conn.execute("SELECT bool_and(rewind.nonempty(x) IS NOT DISTINCT FROM nullif(x, '')) FROM "
+                        "unnest(ARRAY['', ' ', 'agent-7', E'a\\nb', E'\\n', 'ü', NULL]) x").fetchone()
+    assert same == (True,)  # rewind.nonempty, nullif without an operator, is nullif(s, '')
+
+
 def test_altering_a_tracked_parent_leaves_its_inheritance_children_alone(dsn: str, conn: psycopg.Connection[Any],
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Only a partition records under its root; an inheritance child is a table of its own."""
