@@ -196,6 +196,7 @@ def _restore_and_compare(dump: Path, m: dict[str, Any], method: str, scratch_dsn
             problems.extend(_compare(m["tables"], actual))
             if checks:
                 with connect(target, application_name="rewind verify") as c:
+                    c.execute("SET search_path TO DEFAULT")  # the operator's own SQL, as in psql
                     for check_name, text in checks:
                         ok, why = _run_check(c, text)
                         result.checks[check_name] = ok

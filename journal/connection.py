@@ -51,7 +51,15 @@ def connect(dsn: str | None, *, autocommit: bool = True, application_name: str =
     info.setdefault("application_name", application_name)
     info.setdefault("connect_timeout", 10)
     try:
-        return psycopg.connect(make_conninfo("", **info), autocommit=autocommit)
+        conn = psycopg.connect(make_conninfo("", **info), autocommit=autocommit)
     except psycopg.OperationalError as exc:
         reason = " ".join(mask_text(str(exc), dsn).split())
         raise BadInput(f"cannot connect to {mask_dsn(dsn)}: {reason}") from None
+    # rewind's queries name every relation with its schema, so they need no search_path; and with
+    # the default one ("$user", public) an operator that some role put there would run as this
+    # session's role wherever it matches a comparison better than pg_catalog's. A SET, not a
+    # startup option, so that SET ... TO DEFAULT gives back the role's own (undo --fire-triggers).
+    conn.execute("SET search_path = pg_catalog, pg_temp")
+    if not autocommit:
+        conn.commit()
+    return conn

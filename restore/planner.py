@@ -508,6 +508,8 @@ class Planner:
         order = self.order()
         undo_tx: int = self.conn.execute("SELECT rewind.begin_tx()").fetchone()[0]  # type: ignore[index]
         toggled = [] if fire_triggers else self._suppress_triggers(order)
+        if fire_triggers:  # the tables' own triggers run as they do for their owners' sessions
+            self.conn.execute("SET LOCAL search_path TO DEFAULT")
         planned = self._stats().applied
         done: dict[tuple[int, str], int] = {}
         ran: list[tuple[TableInfo, str, sql.Composable | None]] = []

@@ -210,6 +210,38 @@ def test_an_agent_cannot_run_its_operators_as_rewinds_owner(
     assert same == (True,)  # rewind.nonempty, nullif without an operator, is nullif(s, '')
 
 
+def test_rewinds_own_sessions_do_not_run_operators_from_public(
+        dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str], pg_cluster: Cluster) -> None:
+    """The operator's commands (preview, undo, actions, show, history, status) look up operators in
+    pg_catalog only: one a role put in public, matching a comparison of theirs better than
+    pg_catalog's, does not run as the operator's role."""
+    role = f"agent_{uuid.uuid4().hex[:8]}"
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1); "
+                 "CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+    assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
+    assert rewind(capsys, "track", "--dsn", dsn, "public.t")[0] == 0
+    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", "GRANT CREATE ON SCHEMA public TO {}", "GRANT ALL ON t TO {}"):
+        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+    evil = ""
+    for left, right in (("regclass", "regclass"), ("oid", "regclass"), ("regclass", "oid")):
+        name = f"public.eq_{left}_{right}"
+        evil += (f"CREATE FUNCTION {name}({left}, {right}) RETURNS boolean LANGUAGE sql AS "
+                 "$$ INSERT INTO public.pwned VALUES (current_user) "
+                 "RETURNING $1::oid OPERATOR(pg_catalog.=) $2::oid $$; "
+                 f"CREATE OPERATOR public.= (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {name}); ")
+    with psycopg.connect(dsn.replace(f"postgres:{pg_cluster.password}@", f"{role}:pw@"), autocommit=True,
+                         options="-c rewind.actor=agent-x") as a:
+        a.execute(evil)
+        a.execute("UPDATE t SET v = 2")
+    code, plan = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-x")
+    assert code == 0
+    for args in (["undo", "--actor", "agent-x", "--plan", plan["plan"], "--yes"], ["actions"], ["show", "1"],
+                 ["history", "t", "--pk", "1"], ["status"]):
+        assert rewind(capsys, *args[:1], "--dsn", dsn, *args[1:])[0] == 0, args
+    assert conn.execute("SELECT v FROM t").fetchone() == (1,)
+    assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
+
+
 def test_altering_a_tracked_parent_leaves_its_inheritance_children_alone(dsn: str, conn: psycopg.Connection[Any],
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Only a partition records under its root; an inheritance child is a table of its own."""
