@@ -147,28 +147,49 @@ def test_each_plain_table_updates_through_a_function_of_its_own(shop: str, conn:
     assert row_triggers() == {"side.notes": own["customers"]} and functions() == {own["customers"]}
 
 
+def hostile_role(conn: psycopg.Connection[Any], dsn: str, cluster: Cluster, *grants: str) -> tuple[str, str]:
+    """A fresh login role with `grants` ("{}" names the role), and the table public.pwned that
+    spy_operators write to; returns the role and a DSN that connects as it."""
+    role = f"hostile_{uuid.uuid4().hex[:8]}"
+    conn.execute("CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", *grants):
+        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+    return role, dsn.replace(f"postgres:{cluster.password}@", f"{role}:pw@")
+
+
+def spy_operators(schema: str, signatures: list[tuple[str, str, str]]) -> str:
+    """SQL that creates an "=" operator in schema for each (left type, right type, type compared
+    as): it records who ran it in public.pwned, then compares as pg_catalog's would."""
+    text = ""
+    for left, right, common in signatures:
+        name = f"{schema}.eq_{left}_{right}"
+        text += (f"CREATE FUNCTION {name}({left}, {right}) RETURNS boolean LANGUAGE sql AS "
+                 "$$ INSERT INTO public.pwned VALUES (current_user) "
+                 f"RETURNING $1::{common} OPERATOR(pg_catalog.=) $2::{common} $$; "
+                 f"CREATE OPERATOR {schema}.= (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {name}); ")
+    return text
+
+
+def run_by_others(conn: psycopg.Connection[Any], role: str) -> list[tuple[Any, ...]]:
+    """Who ran a spy operator, other than the role that made it."""
+    return conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall()
+
+
 def test_ddl_time_functions_do_not_run_operators_from_the_callers_path(
         dsn: str, conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str], pg_cluster: Cluster) -> None:
     """rewind's event triggers run as its owner, a superuser. A role that puts an operator on its
     search_path which matches their oid = regclass comparisons better than pg_catalog's does must
     not get it run there."""
-    role = f"mallory_{uuid.uuid4().hex[:8]}"
-    conn.execute("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
     assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
     assert rewind(capsys, "track", "--dsn", dsn, "--all")[0] == 0
-    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", "CREATE SCHEMA mal AUTHORIZATION {}",
-                  "GRANT CREATE ON SCHEMA public TO {}"):
-        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
-    with psycopg.connect(dsn.replace(f"postgres:{pg_cluster.password}@", f"{role}:pw@"), autocommit=True) as m:
-        m.execute("""
-            CREATE FUNCTION mal.eq(oid, regclass) RETURNS boolean LANGUAGE sql AS
-                $$ INSERT INTO public.pwned VALUES (current_user) RETURNING $1 OPERATOR(pg_catalog.=) $2::oid $$;
-            CREATE OPERATOR mal.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = mal.eq);
-            SET search_path = mal, public;
-            CREATE TABLE public.m (id int PRIMARY KEY);
-            ALTER TABLE public.m ADD COLUMN v int;
-            DROP TABLE public.m""")
-    assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
+    role, role_dsn = hostile_role(conn, dsn, pg_cluster, "CREATE SCHEMA mal AUTHORIZATION {}",
+                                  "GRANT CREATE ON SCHEMA public TO {}")
+    with psycopg.connect(role_dsn, autocommit=True) as m:
+        m.execute(spy_operators("mal", [("oid", "regclass", "oid")]))
+        m.execute("SET search_path = mal, public; CREATE TABLE public.m (id int PRIMARY KEY); "
+                  "ALTER TABLE public.m ADD COLUMN v int; DROP TABLE public.m")
+    assert run_by_others(conn, role) == []
 
 
 def test_an_agent_cannot_run_its_operators_as_rewinds_owner(
@@ -177,26 +198,18 @@ def test_an_agent_cannot_run_its_operators_as_rewinds_owner(
     An agent with a schema of its own that puts it ahead of pg_catalog, with "=" operators for the
     types the capture compares (nullif's text = text among them), must not get them run there: on
     any capture path, journal or stream mode, row or statement trigger, TRUNCATE."""
-    role = f"agent_{uuid.uuid4().hex[:8]}"
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE p (id int PRIMARY KEY, v int) "
                  "PARTITION BY RANGE (id); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100); "
                  "CREATE TABLE s (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1); "
-                 "INSERT INTO p VALUES (1, 1); CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+                 "INSERT INTO p VALUES (1, 1)")
     assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
     assert rewind(capsys, "track", "--dsn", dsn, "public.t", "public.p", "public.s")[0] == 0
     conn.execute("SELECT rewind.set_mode('s', 'stream')")  # its context trigger; no slot needed to fire it
-    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", "CREATE SCHEMA mal AUTHORIZATION {}",
-                  "GRANT ALL ON t, p, s TO {}"):
-        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
-    evil = ""
-    for left, right, same in (("text", "text", "texteq"), ("bigint", "integer", "int84eq"),
-                              ("bigint", "bigint", "int8eq"), ("oid", "regclass", "oideq")):
-        name = f"mal.eq_{left}_{right}"
-        evil += (f"CREATE FUNCTION {name}({left}, {right}) RETURNS boolean LANGUAGE sql AS "
-                 f"$$ INSERT INTO public.pwned VALUES (current_user) RETURNING pg_catalog.{same}($1, $2) $$; "
-                 f"CREATE OPERATOR mal.= (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {name}); ")
-    with psycopg.connect(dsn.replace(f"postgres:{pg_cluster.password}@", f"{role}:pw@"), autocommit=True) as a:
-        a.execute(evil)
+    role, role_dsn = hostile_role(conn, dsn, pg_cluster, "CREATE SCHEMA mal AUTHORIZATION {}",
+                                  "GRANT ALL ON t, p, s TO {}")
+    with psycopg.connect(role_dsn, autocommit=True) as a:
+        a.execute(spy_operators("mal", [("text", "text", "text"), ("bigint", "integer", "bigint"),
+                                        ("bigint", "bigint", "bigint"), ("oid", "regclass", "oid")]))
         a.execute("SET search_path = mal, pg_catalog, public; SET application_name = ''")
         for statement in ("UPDATE public.t SET v = 2", "INSERT INTO public.t VALUES (2, 2)",
                           "DELETE FROM public.t WHERE id = 2", "UPDATE public.p SET v = 2",
@@ -204,7 +217,7 @@ def test_an_agent_cannot_run_its_operators_as_rewinds_owner(
             a.execute(statement)
     assert conn.execute("SELECT count(*) FROM rewind.change c JOIN rewind.tracked k ON k.id = c.tbl "
                         "WHERE k.table_name IN ('t', 'p')").fetchone() == (6,)  # all journaled
-    assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
+    assert run_by_others(conn, role) == []
     same = conn.execute("SELECT bool_and(rewind.nonempty(x) IS NOT DISTINCT FROM nullif(x, '')) FROM "
                         "unnest(ARRAY['', ' ', 'agent-7', E'a\\nb', E'\\n', 'ü', NULL]) x").fetchone()
     assert same == (True,)  # rewind.nonempty, nullif without an operator, is nullif(s, '')
@@ -215,23 +228,13 @@ def test_rewinds_own_sessions_do_not_run_operators_from_public(
     """The operator's commands (preview, undo, actions, show, history, status) look up operators in
     pg_catalog only: one a role put in public, matching a comparison of theirs better than
     pg_catalog's, does not run as the operator's role."""
-    role = f"agent_{uuid.uuid4().hex[:8]}"
-    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1); "
-                 "CREATE TABLE pwned (who text); GRANT INSERT ON pwned TO PUBLIC")
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1)")
     assert rewind(capsys, "init", "--dsn", dsn)[0] == 0
     assert rewind(capsys, "track", "--dsn", dsn, "public.t")[0] == 0
-    for grant in ("CREATE ROLE {} LOGIN PASSWORD 'pw'", "GRANT CREATE ON SCHEMA public TO {}", "GRANT ALL ON t TO {}"):
-        conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
-    evil = ""
-    for left, right in (("regclass", "regclass"), ("oid", "regclass"), ("regclass", "oid")):
-        name = f"public.eq_{left}_{right}"
-        evil += (f"CREATE FUNCTION {name}({left}, {right}) RETURNS boolean LANGUAGE sql AS "
-                 "$$ INSERT INTO public.pwned VALUES (current_user) "
-                 "RETURNING $1::oid OPERATOR(pg_catalog.=) $2::oid $$; "
-                 f"CREATE OPERATOR public.= (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {name}); ")
-    with psycopg.connect(dsn.replace(f"postgres:{pg_cluster.password}@", f"{role}:pw@"), autocommit=True,
-                         options="-c rewind.actor=agent-x") as a:
-        a.execute(evil)
+    role, role_dsn = hostile_role(conn, dsn, pg_cluster, "GRANT CREATE ON SCHEMA public TO {}", "GRANT ALL ON t TO {}")
+    with psycopg.connect(role_dsn, autocommit=True, options="-c rewind.actor=agent-x") as a:
+        a.execute(spy_operators("public", [("regclass", "regclass", "oid"), ("oid", "regclass", "oid"),
+                                           ("regclass", "oid", "oid")]))
         a.execute("UPDATE t SET v = 2")
     code, plan = rewind_json(capsys, "preview", "--dsn", dsn, "--actor", "agent-x")
     assert code == 0
@@ -239,7 +242,7 @@ def test_rewinds_own_sessions_do_not_run_operators_from_public(
                  ["history", "t", "--pk", "1"], ["status"]):
         assert rewind(capsys, *args[:1], "--dsn", dsn, *args[1:])[0] == 0, args
     assert conn.execute("SELECT v FROM t").fetchone() == (1,)
-    assert conn.execute("SELECT who FROM pwned WHERE who <> %s", (role,)).fetchall() == []
+    assert run_by_others(conn, role) == []
 
 
 def test_altering_a_tracked_parent_leaves_its_inheritance_children_alone(dsn: str, conn: psycopg.Connection[Any],
