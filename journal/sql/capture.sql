@@ -488,6 +488,6 @@ END $$;
 
 -- The per-table UPDATE functions are generated (row_capture); re-applying this file regenerates
 -- them, so that a migration that changes their body reaches every table.
-SELECT rewind.row_capture(pg_catalog.substr(p.proname, 20)::integer)
+SELECT rewind.row_capture(pg_catalog."substring"(p.proname, '[0-9]+$')::integer)
 FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'rewind'::regnamespace AND p.proname ~ '^capture_update_row_[0-9]+$';
