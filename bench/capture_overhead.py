@@ -22,14 +22,19 @@ consumed by pg_recvlogical (PostgreSQL's own C client, writing to /dev/null, at 
 instead of the sidecar. It is the ceiling of any consumer of this stream: what the capture and
 PostgreSQL's walsender cost with nothing journaled.
 
---reference (journal mode) adds two databases with the trigger designs the journal-mode target
-was set against (sql/reference_triggers.sql): "generic", a to_jsonb(OLD)/to_jsonb(NEW) audit row
-trigger, and "lean", the rows' text into an unindexed table. Measured in the same rounds, they
-show what this machine gives today for the figures quoted from other days.
+--reference adds sides that say what the target asks of this machine today, in the same rounds.
+Journal mode: the two trigger designs the target was set against (sql/reference_triggers.sql),
+"generic", a to_jsonb(OLD)/to_jsonb(NEW) audit row trigger, and "lean", the rows' text into an
+unindexed table; and "norecord", Rewind's own capture with its transaction record left out
+(common.NO_TX_RECORD): what the record the issue requires costs is the difference to "tracked".
+Stream mode: "pydecode", the same stream-mode capture with its slot read by decode_only.py, which
+reads and decodes the stream in Python as the sidecar does and then does nothing: the floor of any
+Python consumer, between the ceiling ("decoding") and the sidecar, which also journals and mirrors.
 
     .venv/bin/python bench/capture_overhead.py                    # full: scale 10, 3 x 20 s each
     .venv/bin/python bench/capture_overhead.py --mode stream      # stream mode, with rewind serve
-    .venv/bin/python bench/capture_overhead.py --reference        # + the issue's reference triggers
+    .venv/bin/python bench/capture_overhead.py --reference        # + the reference triggers, no record
+    .venv/bin/python bench/capture_overhead.py --mode stream --reference   # + a decode-only Python consumer
     .venv/bin/python bench/capture_overhead.py --seconds 3 --rounds 1 --scale 1   # smoke run
 """
 
@@ -46,6 +51,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -58,7 +64,7 @@ from rewind.config import DEFAULT_NICE
 from rewind.devdb import Cluster
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import BENCH_SETTINGS, finish
+from common import BENCH_SETTINGS, NO_TX_RECORD, finish
 from process_cpu import ProcessCPU
 
 # Durable, production-like settings instead of the dev defaults (fsync/full_page_writes off).
@@ -67,10 +73,17 @@ PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pg
 _TPS = re.compile(r"^tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)",
                   re.M)
 REFERENCE_TRIGGERS = Path(__file__).with_name("sql") / "reference_triggers.sql"
-REFERENCES = ("generic", "lean")
+REFERENCE_LABELS = {
+    "generic": "generic reference trigger/untracked TPS",
+    "lean": "lean reference trigger/untracked TPS",
+    "norecord": "Rewind without its transaction record/untracked TPS",
+    "pydecode": "decode-only Python consumer/untracked TPS (the floor of a Python consumer)",
+}
+REFERENCES = {"journal": ("generic", "lean", "norecord"), "stream": ("pydecode",)}
+DECODE_ONLY = Path(__file__).with_name("decode_only.py")
 _TRANSACTIONS = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
-CPU_GROUPS = ("backends", "walsenders", "rewind serve", "rewind's backend", "pg_recvlogical", "server, other",
-              "pgbench client")
+CPU_GROUPS = ("backends", "walsenders", "rewind serve", "rewind's backend", "pg_recvlogical", "python decode",
+              "server, other", "pgbench client")
 
 
 def pg_env(cluster: Cluster, dbname: str) -> dict[str, str]:
@@ -196,18 +209,18 @@ def sidecar(dsn: str) -> Iterator[int]:
             proc.wait(60)
 
 
-@contextmanager
-def bare_consumer(cluster: Cluster, dbname: str) -> Iterator[int]:
-    """pg_recvlogical on the database's slot, with the sidecar's options and priority (its session's
-    group at rewind's default nice), discarding what it receives."""
+def stream_slot(cluster: Cluster, dbname: str) -> str:
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
         row = conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = current_database()").fetchone()
     assert row is not None, f"no slot on {dbname}"
-    publications = ",".join((*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION))  # the sidecar's, in stream mode
-    proc = subprocess.Popen([cluster.bin("pg_recvlogical"), "-d", dbname, "-S", row[0], "--start", "-f", "/dev/null",
-                             "-o", "proto_version=1", "-o", f"publication_names={publications}",
-                             "-o", "messages=true", "-s", "1", "-F", "1"],
-                            env=pg_env(cluster, dbname), start_new_session=True)
+    return str(row[0])
+
+
+@contextmanager
+def consumer(argv: list[str], env: dict[str, str] | None = None) -> Iterator[int]:
+    """A stream consumer as its own process, in a session of its own at the sidecar's default
+    priority (its session's group at rewind's default nice), for the whole run."""
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
     with suppress(OSError):  # no autogroup: then the priority is the same as the sidecar's anyway
         Path(f"/proc/{proc.pid}/autogroup").write_text(str(DEFAULT_NICE))
     try:
@@ -215,6 +228,19 @@ def bare_consumer(cluster: Cluster, dbname: str) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def bare_consumer(cluster: Cluster, dbname: str) -> ContextManager[int]:
+    """pg_recvlogical on the database's slot, with the sidecar's options, discarding what it receives."""
+    publications = ",".join((*JOURNAL_PUBLICATIONS, TABLES_PUBLICATION))  # the sidecar's, in stream mode
+    return consumer([cluster.bin("pg_recvlogical"), "-d", dbname, "-S", stream_slot(cluster, dbname), "--start",
+                     "-f", "/dev/null", "-o", "proto_version=1", "-o", f"publication_names={publications}",
+                     "-o", "messages=true", "-s", "1", "-F", "1"], env=pg_env(cluster, dbname))
+
+
+def decode_only_consumer(cluster: Cluster, dbname: str) -> ContextManager[int]:
+    """decode_only.py on the database's slot: the stream read and decoded in Python, nothing more."""
+    return consumer([sys.executable, str(DECODE_ONLY), cluster.dsn(dbname), stream_slot(cluster, dbname)])
 
 
 def caught_up(dsn: str, timeout: float = 120) -> float:
@@ -246,10 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also account CPU time per transaction by process group (backends, walsenders, the "
                         "sidecar, ...), sampled from /proc: steadier than TPS on a shared machine")
     p.add_argument("--reference", action="store_true",
-                   help="journal mode: also measure the reference audit triggers (generic to_jsonb, lean row text)")
+                   help="also measure reference sides: journal mode the reference audit triggers (generic to_jsonb, "
+                        "lean row text) and Rewind without its transaction record; stream mode a decode-only "
+                        "Python consumer")
     args = p.parse_args(argv)
-    if args.reference and args.mode == "stream":
-        p.error("--reference measures journal-mode references; leave out --mode stream")
+    references = REFERENCES[args.mode] if args.reference else ()
     target = 0.85 if args.mode == "stream" else 0.80
 
     settings = dict(BENCH_SETTINGS)
@@ -267,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sides = {"untracked": "bench_untracked", "tracked": "bench_tracked"}
         if args.mode == "stream":
             sides["decoding"] = "bench_decoding"
-        for kind in REFERENCES if args.reference else ():
+        for kind in references:
             sides[kind] = f"bench_{kind}"
         for dbname in sides.values():
             cluster.create_database(dbname)
@@ -275,11 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             pgbench(cluster, dbname, ["-i", "-q", "-s", str(args.scale)])
             print(f"  pgbench -i -s {args.scale} on {dbname}: {time.perf_counter() - t0:.1f} s")
         tracked_dsn = cluster.dsn(sides["tracked"])
-        for side in ("tracked", "decoding") if args.mode == "stream" else ("tracked",):
+        captured = [side for side in sides if side not in ("untracked", "generic", "lean")]
+        for side in captured:  # tracked, and the sides that run the same capture
             journal.init(cluster.dsn(sides[side]))
             tracked = journal.track(cluster.dsn(sides[side]), [f"public.{t}" for t in PGBENCH_TABLES], mode=args.mode)
-        for kind in REFERENCES if args.reference else ():
+        for kind in set(references) & {"generic", "lean"}:
             install_reference(cluster, sides[kind], kind)
+        if "norecord" in sides:
+            with psycopg.connect(cluster.dsn(sides["norecord"]), autocommit=True) as conn:
+                for statement in NO_TX_RECORD:
+                    conn.execute(statement)
         print("  tracked: " + ", ".join(f"{t.table} (key {','.join(t.key_columns) or 'none'}, {t.mode})"
                                         for t in tracked))
         sys.stdout.flush()
@@ -288,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.mode == "stream":
                 consumers["rewind serve"] = stack.enter_context(sidecar(tracked_dsn))
                 consumers["pg_recvlogical"] = stack.enter_context(bare_consumer(cluster, sides["decoding"]))
+            if "pydecode" in sides:
+                consumers["python decode"] = stack.enter_context(decode_only_consumer(cluster, sides["pydecode"]))
             tps, cpu = rounds(cluster, sides, args, tracked_dsn, consumers)
         if args.cpu:
             report_cpu(cpu)
@@ -344,9 +378,9 @@ def report(cluster: Cluster, sides: dict[str, str], tps: dict[str, list[float]],
     if "decoding" in tps:
         ratios["decoding/untracked TPS (capture + walsender + pg_recvlogical: any consumer's ceiling)"] = \
             med["decoding"] / med["untracked"]
-    for kind in REFERENCES:
+    for kind, label in REFERENCE_LABELS.items():
         if kind in tps:
-            ratios[f"{kind} reference trigger/untracked TPS"] = med[kind] / med["untracked"]
+            ratios[label] = med[kind] / med["untracked"]
     ratios["tracked/untracked TPS"] = med["tracked"] / med["untracked"]
     finish(f"tracked/untracked TPS >= {target:.2f}", ratios)
 

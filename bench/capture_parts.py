@@ -39,7 +39,7 @@ import journal
 from rewind.devdb import Cluster
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import finish
+from common import NO_TX_RECORD, finish
 
 WORKLOADS = {
     "UPDATE": "UPDATE t SET v = v + 1 WHERE id = 1 + (i * 7919) % 10000",
@@ -49,8 +49,6 @@ SIDES = ("untracked", "empty trigger", "no tx record", "rewind")
 _EMPTY_TRIGGER = ("CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
                   *(f"CREATE TRIGGER nothing AFTER INSERT OR UPDATE OR DELETE ON {table} "
                     "FOR EACH ROW EXECUTE FUNCTION nothing()" for table in ("t", "h")))
-_NO_TX_RECORD = ("CREATE OR REPLACE FUNCTION rewind.journal_tx() RETURNS bigint LANGUAGE sql VOLATILE "
-                 "AS $$ SELECT 0::bigint $$",)
 
 
 def setup(cluster: Cluster, dbname: str, side: str) -> psycopg.Connection:
@@ -62,7 +60,7 @@ def setup(cluster: Cluster, dbname: str, side: str) -> psycopg.Connection:
     if side in ("no tx record", "rewind"):
         journal.init(cluster.dsn(dbname))
         journal.track(cluster.dsn(dbname), ["public.t", "public.h"])
-    for statement in {"empty trigger": _EMPTY_TRIGGER, "no tx record": _NO_TX_RECORD}.get(side, ()):
+    for statement in {"empty trigger": _EMPTY_TRIGGER, "no tx record": NO_TX_RECORD}.get(side, ()):
         conn.execute(statement)
     for name, statement in WORKLOADS.items():
         conn.execute(f"CREATE PROCEDURE run_{name.lower()}(n integer) LANGUAGE plpgsql AS "
