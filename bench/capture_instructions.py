@@ -7,12 +7,15 @@ executes, which do not depend on what else the machine is doing: the same binari
 workload give the same count from run to run. This is the instrument for comparing capture
 designs; capture_overhead.py's TPS ratio stays the figure the target is set on.
 
-Four databases, each `pgbench -i` at --scale: untracked; tracked by Rewind (journal mode, all four
-pgbench tables); and the two reference audit triggers of capture_overhead.py --reference
+Five databases, each `pgbench -i` at --scale: untracked; tracked by Rewind (journal mode, all four
+pgbench tables); "norecord", the same capture without its transaction record (common.NO_TX_RECORD);
+and the two reference audit triggers of capture_overhead.py --reference
 (sql/reference_triggers.sql): "generic" (to_jsonb of OLD and NEW) and "lean" (the rows' text,
-no index). Each gets --warmup transactions from two pgbench clients at full speed first, so the
-journal is past its first BRIN range and every table has grown as in a running system, then a
-VACUUM (what autovacuum would have done). The server is then restarted under
+no index). Each --variant FILE adds a tracked database on which FILE ran after `rewind track`: a
+capture design to count beside the shipped one (bench/sql/variants holds the ones measured and
+not kept, each saying what it measured). Each gets --warmup transactions from two pgbench clients
+at full speed first, so the journal is past its first BRIN range and every table has grown as in
+a running system, then a VACUUM (what autovacuum would have done). The server is then restarted under
 `valgrind --tool=callgrind --trace-children=yes` (autovacuum off, so no worker changes the state
 between sides), and on each database one pgbench client runs 10 transactions (the warm-up of a
 new session's caches), then 200, then 200 + --transactions, each as its own connection. Every
@@ -22,6 +25,7 @@ the difference of the last two runs over --transactions, which cancels connectio
 Needs valgrind (Debian: apt-get install valgrind). Takes about two minutes.
 
     .venv/bin/python bench/capture_instructions.py                 # scale 10, 500 transactions
+    .venv/bin/python bench/capture_instructions.py --variant bench/sql/variants/record_in_cte.sql
     .venv/bin/python bench/capture_instructions.py --scale 1 --transactions 100   # smoke run
 """
 
@@ -45,9 +49,9 @@ from rewind.devdb import Cluster
 
 sys.path.insert(0, os.path.dirname(__file__))
 from capture_overhead import PGBENCH_TABLES, install_reference, pgbench
-from common import BENCH_SETTINGS, finish
+from common import BENCH_SETTINGS, NO_TX_RECORD, finish
 
-SIDES = ("untracked", "tracked", "generic", "lean")
+SIDES = ("untracked", "tracked", "norecord", "generic", "lean")
 BASE_RUN = 200  # transactions of the run whose count is subtracted
 # Instructions are counted, not time: durability settings change no instruction in the backend,
 # and without autovacuum nothing else changes the data between sides.
@@ -84,12 +88,16 @@ def counted_run(cluster: Cluster, dbname: str, transactions: int, out_dir: Path)
     raise RuntimeError(f"no callgrind output for the pgbench run on {dbname}")
 
 
-def prepare(cluster: Cluster, side: str, dbname: str, scale: int, warmup: int) -> None:
+def prepare(cluster: Cluster, side: str, dbname: str, scale: int, warmup: int, variant: Path | None = None) -> None:
     cluster.create_database(dbname)
     pgbench(cluster, dbname, ["-i", "-q", "-s", str(scale)])
-    if side == "tracked":
+    if side not in ("untracked", "generic", "lean"):
         journal.init(cluster.dsn(dbname))
         journal.track(cluster.dsn(dbname), [f"public.{t}" for t in PGBENCH_TABLES])
+        statements = (variant.read_text(),) if variant else NO_TX_RECORD if side == "norecord" else ()
+        with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
     elif side in ("generic", "lean"):
         install_reference(cluster, dbname, side)
     pgbench(cluster, dbname, ["-n", "-c", "2", "-j", "2", "-t", str(warmup // 2)])
@@ -103,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", type=int, default=10, help="pgbench scale factor (default 10)")
     p.add_argument("--warmup", type=int, default=6000, help="transactions before counting (default 6000)")
     p.add_argument("--transactions", type=int, default=500, help="transactions counted per side (default 500)")
+    p.add_argument("--variant", type=Path, action="append", default=[], metavar="FILE",
+                   help="also count a capture design: a SQL file run on a tracked database after `rewind track` "
+                        "(e.g. bench/sql/variants/*.sql); repeatable")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         p.error("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -114,8 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = Path(tmp)
         out_dir.chmod(0o777)  # the backends write here as the server's OS user
         dbs = {side: f"bench_{side}" for side in SIDES}
+        variants = {f"v{i}": path for i, path in enumerate(args.variant, 1)}
+        dbs.update({side: f"bench_{side}" for side in variants})
+        for side, path in variants.items():
+            print(f"  variant {side}: {path}")
         for side, dbname in dbs.items():
-            prepare(cluster, side, dbname, args.scale, args.warmup)
+            prepare(cluster, side, dbname, args.scale, args.warmup, variants.get(side))
         data = str(cluster.data_dir)
         server = shlex.split(Path(data, "postmaster.opts").read_text())
         subprocess.run(cluster.server_command([cluster.bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
@@ -152,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tracked/untracked instructions per transaction": per_tx["tracked"] / per_tx["untracked"],
         "Rewind's capture / generic trigger's (instructions over untracked)": capture["tracked"] / capture["generic"],
         "Rewind's capture / lean trigger's (instructions over untracked)": capture["tracked"] / capture["lean"],
+        "Rewind's capture without its transaction record / with it": capture["norecord"] / capture["tracked"],
     })
     return 0
 
