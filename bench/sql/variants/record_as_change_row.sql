@@ -1,12 +1,12 @@
--- A capture design that was measured and not kept (bench/capture_instructions.py --variant):
--- the transaction record as a row of rewind.change itself (op 'X', with the attribution in
--- columns of its own), written by the first change's statement as a second row of its VALUES,
--- so that no second table, index or statement is touched. Applied to a database after
--- `rewind track`; it replaces the UPDATE row functions and the INSERT statement function.
+-- A capture design that was measured and not kept (bench/capture_instructions.py --variant): the
+-- transaction record as a row of rewind.change itself (op 'X', with the attribution in columns of
+-- its own), written by the first change's statement as a second row of its VALUES, so that no
+-- second table, index or statement is touched. Applied to a database after `rewind track`; it
+-- replaces the UPDATE row functions and the INSERT statement function.
 --
--- Measured 2026-11-25: 487,000 instructions per pgbench transaction over untracked, against
--- 468,000 for the shipped capture: a two-row VALUES with the record's values costs more to set
--- up, in every transaction, than the separate INSERT it saves.
+-- Measured 2026-11-25: 491,000 instructions per pgbench transaction over untracked, against 468,000
+-- for the shipped capture (346,000 without any record): a two-row VALUES with the record's values
+-- costs more to set up, in every transaction, than the separate INSERT it saves.
 
 ALTER TABLE rewind.change ADD COLUMN xid xid8, ADD COLUMN role text, ADD COLUMN application text, ADD COLUMN client_addr inet,
   ADD COLUMN pid integer, ADD COLUMN run text, ADD COLUMN actor text, ADD COLUMN started_at timestamptz;

@@ -1,12 +1,13 @@
--- A capture design that was measured and not kept (bench/capture_instructions.py --variant):
--- the transaction record written by the same statement as the first change of its transaction,
--- through a data-modifying CTE, instead of by a call of its own (rewind.write_tx). Applied to a
--- database after `rewind track`; it replaces the UPDATE row functions and the INSERT statement
--- function, the two that pgbench's transactions call.
+-- A capture design that was measured and not kept (bench/capture_instructions.py --variant): the
+-- transaction record written by the same statement as the first change of its transaction, through
+-- a data-modifying CTE, instead of by a call of its own (rewind.write_tx). Applied to a database
+-- after `rewind track`; it replaces the UPDATE row functions and the INSERT statement function, the
+-- two that pgbench's transactions call.
 --
--- Measured 2026-11-25: 464,000 instructions per pgbench transaction over untracked, against
--- 468,000 for the shipped capture: what the record costs is not the separate statement but its
--- values and its executor run, which PL/pgSQL builds afresh in every transaction either way.
+-- Measured 2026-11-25: 467,000 instructions per pgbench transaction over untracked, against 468,000
+-- for the shipped capture (346,000 without any record): what the record costs is not the separate
+-- statement but its values and its executor run, which PL/pgSQL builds afresh in every transaction
+-- either way.
 
 CREATE OR REPLACE FUNCTION rewind.row_capture(tbl integer) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
