@@ -18,8 +18,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])  # the repository, when run as a script
-
 from journal.pgoutput import Commit, Decoder
 from journal.replication import JOURNAL_PUBLICATIONS, TABLES_PUBLICATION, open_stream
 from journal.stream import _DRAIN_PAUSE
