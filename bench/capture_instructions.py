@@ -12,8 +12,8 @@ pgbench tables); "norecord", the same capture without its transaction record (co
 and the two reference audit triggers of capture_overhead.py --reference
 (sql/reference_triggers.sql): "generic" (to_jsonb of OLD and NEW) and "lean" (the rows' text,
 no index). Each --variant FILE adds a tracked database on which FILE ran after `rewind track`: a
-capture design to count beside the shipped one (bench/sql/variants holds the ones measured and
-not kept, each saying what it measured). Each gets --warmup transactions from two pgbench clients
+capture design to count beside the shipped one (bench/sql/variants holds the ones counted for
+issue #2's transaction record, each saying what it measured). Each gets --warmup transactions from two pgbench clients
 at full speed first, so the journal is past its first BRIN range and every table has grown as in
 a running system, then a VACUUM (what autovacuum would have done). The server is then restarted under
 `valgrind --tool=callgrind --trace-children=yes` (autovacuum off, so no worker changes the state
