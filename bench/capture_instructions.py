@@ -10,17 +10,18 @@ designs; capture_overhead.py's TPS ratio stays the figure the target is set on.
 Five databases, each `pgbench -i` at --scale: untracked; tracked by Rewind (journal mode, all four
 pgbench tables); "norecord", the same capture without its transaction record (common.NO_TX_RECORD);
 and the two reference audit triggers of capture_overhead.py --reference
-(sql/reference_triggers.sql): "generic" (to_jsonb of OLD and NEW) and "lean" (the rows' text,
-no index). Each --variant FILE adds a tracked database on which FILE ran after `rewind track`: a
-capture design to count beside the shipped one (bench/sql/variants holds the ones counted for
-issue #2's transaction record, each saying what it measured). Each gets --warmup transactions from two pgbench clients
-at full speed first, so the journal is past its first BRIN range and every table has grown as in
-a running system, then a VACUUM (what autovacuum would have done). The server is then restarted under
-`valgrind --tool=callgrind --trace-children=yes` (autovacuum off, so no worker changes the state
-between sides), and on each database one pgbench client runs 10 transactions (the warm-up of a
-new session's caches), then 200, then 200 + --transactions, each as its own connection. Every
-backend writes its instruction count when its connection ends; the count per transaction is
-the difference of the last two runs over --transactions, which cancels connection start and end.
+(sql/reference_triggers.sql): "generic" (to_jsonb of OLD and NEW) and "lean" (the rows' text, no
+index). Each --variant FILE adds a tracked database on which FILE ran after `rewind track`: a
+capture design to count beside the shipped one (bench/sql/variants holds the ones counted for issue
+#2's transaction record, each saying what it measured). Each gets --warmup transactions from two
+pgbench clients at full speed first, so the journal is past its first BRIN range and every table
+has grown as in a running system, then a VACUUM (what autovacuum would have done). The server is
+then restarted under `valgrind --tool=callgrind --trace-children=yes` (autovacuum off, so no worker
+changes the state between sides), and on each database one pgbench client runs 10 transactions (the
+warm-up of a new session's caches), then 200, then 200 + --transactions, each as its own
+connection. Every backend writes its instruction count when its connection ends; the count per
+transaction is the difference of the last two runs over --transactions, which cancels connection
+start and end.
 
 Needs valgrind (Debian: apt-get install valgrind). Takes about two minutes.
 
