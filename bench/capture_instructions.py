@@ -45,11 +45,10 @@ from pathlib import Path
 
 import psycopg
 
-import journal
 from rewind.devdb import Cluster
 
 sys.path.insert(0, os.path.dirname(__file__))
-from capture_overhead import PGBENCH_TABLES, install_reference, pgbench
+from capture_overhead import TRIGGER_REFERENCES, capture, install_reference, pgbench
 from common import BENCH_SETTINGS, NO_TX_RECORD, finish
 
 SIDES = ("untracked", "tracked", "norecord", "generic", "lean")
@@ -92,15 +91,11 @@ def counted_run(cluster: Cluster, dbname: str, transactions: int, out_dir: Path)
 def prepare(cluster: Cluster, side: str, dbname: str, scale: int, warmup: int, variant: Path | None = None) -> None:
     cluster.create_database(dbname)
     pgbench(cluster, dbname, ["-i", "-q", "-s", str(scale)])
-    if side not in ("untracked", "generic", "lean"):
-        journal.init(cluster.dsn(dbname))
-        journal.track(cluster.dsn(dbname), [f"public.{t}" for t in PGBENCH_TABLES])
-        statements = (variant.read_text(),) if variant else NO_TX_RECORD if side == "norecord" else ()
-        with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
-            for statement in statements:
-                conn.execute(statement)
-    elif side in ("generic", "lean"):
+    if side in TRIGGER_REFERENCES:
         install_reference(cluster, dbname, side)
+    elif side != "untracked":
+        capture(cluster, dbname,
+                statements=(variant.read_text(),) if variant else NO_TX_RECORD if side == "norecord" else ())
     pgbench(cluster, dbname, ["-n", "-c", "2", "-j", "2", "-t", str(warmup // 2)])
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
         conn.execute("VACUUM")

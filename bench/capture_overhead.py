@@ -79,7 +79,8 @@ REFERENCE_LABELS = {
     "norecord": "Rewind without its transaction record/untracked TPS",
     "pydecode": "decode-only Python consumer/untracked TPS (the floor of a Python consumer)",
 }
-REFERENCES = {"journal": ("generic", "lean", "norecord"), "stream": ("pydecode",)}
+TRIGGER_REFERENCES = ("generic", "lean")  # sql/reference_triggers.sql, on untracked pgbench tables
+REFERENCES = {"journal": (*TRIGGER_REFERENCES, "norecord"), "stream": ("pydecode",)}
 DECODE_ONLY = Path(__file__).with_name("decode_only.py")
 _TRANSACTIONS = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 CPU_GROUPS = ("backends", "walsenders", "rewind serve", "rewind's backend", "pg_recvlogical", "python decode",
@@ -163,6 +164,18 @@ def install_reference(cluster: Cluster, dbname: str, kind: str) -> None:
             conn.execute(sql.SQL("CREATE TRIGGER bench_audit AFTER INSERT OR UPDATE OR DELETE ON {} "
                                  "FOR EACH ROW EXECUTE FUNCTION {}()").format(
                 sql.Identifier(table), sql.Identifier(f"bench_audit_{kind}")))
+
+
+def capture(cluster: Cluster, dbname: str, *, mode: str | None = None, statements: Sequence[str] = ()
+            ) -> list[journal.TrackedTable]:
+    """rewind init and track of every pgbench table of dbname, then statements: a variant of the
+    capture (common.NO_TX_RECORD, a bench/sql/variants file)."""
+    journal.init(cluster.dsn(dbname))
+    tracked = journal.track(cluster.dsn(dbname), [f"public.{t}" for t in PGBENCH_TABLES], mode=mode)
+    with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    return tracked
 
 
 def journal_size(cluster: Cluster, dbname: str) -> tuple[int, str]:
@@ -302,16 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             pgbench(cluster, dbname, ["-i", "-q", "-s", str(args.scale)])
             print(f"  pgbench -i -s {args.scale} on {dbname}: {time.perf_counter() - t0:.1f} s")
         tracked_dsn = cluster.dsn(sides["tracked"])
-        captured = [side for side in sides if side not in ("untracked", "generic", "lean")]
-        for side in captured:  # tracked, and the sides that run the same capture
-            journal.init(cluster.dsn(sides[side]))
-            tracked = journal.track(cluster.dsn(sides[side]), [f"public.{t}" for t in PGBENCH_TABLES], mode=args.mode)
-        for kind in set(references) & {"generic", "lean"}:
-            install_reference(cluster, sides[kind], kind)
-        if "norecord" in sides:
-            with psycopg.connect(cluster.dsn(sides["norecord"]), autocommit=True) as conn:
-                for statement in NO_TX_RECORD:
-                    conn.execute(statement)
+        for side, dbname in sides.items():
+            if side in TRIGGER_REFERENCES:
+                install_reference(cluster, dbname, side)
+            elif side != "untracked":  # tracked, and the sides that run the same capture
+                tracked = capture(cluster, dbname, mode=args.mode,
+                                  statements=NO_TX_RECORD if side == "norecord" else ())
         print("  tracked: " + ", ".join(f"{t.table} (key {','.join(t.key_columns) or 'none'}, {t.mode})"
                                         for t in tracked))
         sys.stdout.flush()
